@@ -1,0 +1,5 @@
+import sys
+
+from cxrkit.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Data: sources to manifest, splits, decoding, preprocessing, cache and loaders."""

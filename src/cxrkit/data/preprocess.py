@@ -1,0 +1,121 @@
+"""The preprocessing contract: enhancement, resize and normalisation, in numpy only.
+
+The same functions serve training (through the cache), the Predictor and the ONNX
+runtime path, so an image is prepared identically everywhere. No torch import here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+
+import cv2
+import numpy as np
+
+ENHANCEMENTS = ("none", "contrast_stretch", "histeq", "clahe")
+RESIZE_MODES = ("pad", "stretch")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Everything needed to turn a grey image into model input; saved with the weights."""
+
+    image_size: int = 224
+    resize: str = "pad"
+    channels: int = 3
+    enhancement: str = "none"
+    clahe_clip_limit: float = 2.0
+    clahe_tile_grid: int = 8
+    mean: tuple[float, ...] = field(default=IMAGENET_MEAN)
+    std: tuple[float, ...] = field(default=IMAGENET_STD)
+
+    def cache_key(self) -> str:
+        """Hash of the fields that change the cached uint8 image (not mean/std/channels)."""
+        fields = {
+            "image_size": self.image_size,
+            "resize": self.resize,
+            "enhancement": self.enhancement,
+            "clahe": (self.clahe_clip_limit, self.clahe_tile_grid),
+            "version": 1,
+        }
+        return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["mean"], data["std"] = list(self.mean), list(self.std)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Preprocessing:
+        data = dict(data)
+        data["mean"], data["std"] = tuple(data["mean"]), tuple(data["std"])
+        return cls(**data)
+
+
+def enhance(gray: np.ndarray, method: str, clip_limit: float = 2.0, tile_grid: int = 8) -> np.ndarray:
+    """Apply seed 003's contrast enhancement to a uint8 grey image."""
+    if method == "none":
+        return gray
+    if method == "contrast_stretch":
+        low, high = np.percentile(gray, (2, 98))
+        if high <= low:
+            return gray
+        stretched = (gray.astype(np.float32) - low) * (255.0 / (high - low))
+        return np.clip(stretched, 0, 255).astype(np.uint8)
+    if method == "histeq":
+        return cv2.equalizeHist(gray)
+    if method == "clahe":
+        clahe = cv2.createCLAHE(clipLimit=clip_limit, tileGridSize=(tile_grid, tile_grid))
+        return clahe.apply(gray)
+    raise ValueError(f"unknown enhancement {method!r}; choose one of {', '.join(ENHANCEMENTS)}")
+
+
+def resize(gray: np.ndarray, size: int, mode: str) -> np.ndarray:
+    """Resize to size x size, either padding to square first (keeps aspect) or stretching."""
+    if mode == "pad":
+        height, width = gray.shape
+        side = max(height, width)
+        if height != width:
+            top, left = (side - height) // 2, (side - width) // 2
+            gray = cv2.copyMakeBorder(
+                gray, top, side - height - top, left, side - width - left, cv2.BORDER_CONSTANT, value=0
+            )
+    elif mode != "stretch":
+        raise ValueError(f"unknown resize mode {mode!r}; choose one of {', '.join(RESIZE_MODES)}")
+    if gray.shape == (size, size):
+        return gray
+    shrinking = gray.shape[0] > size
+    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    return cv2.resize(gray, (size, size), interpolation=interpolation)
+
+
+def prepare(gray: np.ndarray, prep: Preprocessing) -> np.ndarray:
+    """Enhance and resize a uint8 grey image: the form kept in the cache."""
+    gray = enhance(gray, prep.enhancement, prep.clahe_clip_limit, prep.clahe_tile_grid)
+    return np.ascontiguousarray(resize(gray, prep.image_size, prep.resize))
+
+
+def normalise(prepared: np.ndarray, prep: Preprocessing) -> np.ndarray:
+    """Turn a prepared uint8 image (HxW, or NxHxW) into float32 model input (C,H,W or N,C,H,W)."""
+    scaled = prepared.astype(np.float32) / 255.0
+    batch = scaled[None] if scaled.ndim == 2 else scaled
+    mean = np.asarray(prep.mean, dtype=np.float32)[None, :, None, None]
+    std = np.asarray(prep.std, dtype=np.float32)[None, :, None, None]
+    stacked = np.repeat(batch[:, None], prep.channels, axis=1)
+    out = (stacked - mean) / std
+    return out[0] if scaled.ndim == 2 else out
+
+
+def channel_stats(channels: int, mean: float, std: float) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean/std tuples for a grey image repeated over `channels`."""
+    return (mean,) * channels, (std,) * channels
+
+
+def imagenet_stats(channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """ImageNet mean/std, averaged to one channel for 1-channel models."""
+    if channels == 3:
+        return IMAGENET_MEAN, IMAGENET_STD
+    return channel_stats(channels, float(np.mean(IMAGENET_MEAN)), float(np.mean(IMAGENET_STD)))

@@ -1,0 +1,139 @@
+"""Turn a data source into one manifest: a DataFrame with path, label, group and split.
+
+Supported sources: a class-per-folder tree, pre-split `train|val|test/<class>/` folders,
+a CSV manifest (`path,label[,split][,patient|group]`, paths relative to the CSV), and
+`hf:NAME[:CONFIG]` / `kaggle:HANDLE` through optional extras.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from cxrkit.data.io import is_image_file
+from cxrkit.errors import CxrkitError
+
+SPLIT_NAMES = ("train", "val", "test")
+SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val",
+                 "validation": "val", "dev": "val", "test": "test", "testing": "test"}
+MANIFEST_COLUMNS = ["path", "label", "group", "split"]
+
+
+def load_manifest(source: str | Path, group_pattern: str | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """Read a source into (manifest, ignored files); see the module docstring for layouts."""
+    text = str(source)
+    if text.startswith("hf:"):
+        from cxrkit.data.hub import hf_manifest
+
+        manifest, ignored = hf_manifest(text[3:]), []
+    elif text.startswith("kaggle:"):
+        from cxrkit.data.hub import kaggle_manifest
+
+        manifest, ignored = kaggle_manifest(text[7:], group_pattern), []
+    else:
+        path = Path(source).expanduser()
+        if not path.exists():
+            raise CxrkitError(f"--data {source}: no such file or folder; give a class-per-folder "
+                              "directory, a train/val/test directory or a CSV manifest")
+        if path.is_file():
+            manifest, ignored = _from_csv(path)
+        else:
+            manifest, ignored = _from_folders(path)
+    if group_pattern:
+        manifest["group"] = groups_from_pattern(manifest["path"], group_pattern)
+    _check_manifest(manifest, source)
+    return manifest.reset_index(drop=True), ignored
+
+
+def groups_from_pattern(paths: pd.Series, pattern: str) -> pd.Series:
+    """Group ids from a regex on file names (first capture group, else the whole match)."""
+    try:
+        regex = re.compile(pattern)
+    except re.error as error:
+        raise CxrkitError(f"--group-pattern {pattern!r} is not a valid regex ({error})") from error
+
+    def group_of(path: str) -> str:
+        name = Path(path).name
+        match = regex.search(name)
+        if not match:
+            return name
+        return match.group(1) if regex.groups else match.group(0)
+
+    return paths.map(group_of)
+
+
+def _from_csv(csv_path: Path) -> tuple[pd.DataFrame, list[str]]:
+    if csv_path.suffix.lower() != ".csv":
+        raise CxrkitError(f"--data {csv_path}: a file source must be a .csv manifest with columns path,label")
+    try:
+        table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as error:
+        raise CxrkitError(f"{csv_path}: cannot parse CSV ({error})") from error
+    table.columns = [c.strip().lower() for c in table.columns]
+    missing = {"path", "label"} - set(table.columns)
+    if missing:
+        raise CxrkitError(f"{csv_path}: missing column(s) {', '.join(sorted(missing))}; "
+                          "a manifest needs path,label[,split][,patient]")
+    root = csv_path.parent
+    manifest = pd.DataFrame({
+        "path": [str((root / p).resolve()) for p in table["path"]],
+        "label": table["label"].str.strip(),
+    })
+    group_column = next((c for c in ("group", "patient", "patient_id") if c in table.columns), None)
+    manifest["group"] = table[group_column].replace("", None) if group_column else None
+    if "split" in table.columns:
+        splits = table["split"].str.strip().str.lower()
+        unknown = sorted(set(splits) - set(SPLIT_ALIASES) - {""})
+        if unknown:
+            raise CxrkitError(f"{csv_path}: unknown split value(s) {unknown}; use train, val or test")
+        manifest["split"] = splits.map(SPLIT_ALIASES)
+    else:
+        manifest["split"] = None
+    absent = [p for p in manifest["path"] if not Path(p).is_file()]
+    if absent:
+        raise CxrkitError(f"{csv_path}: {len(absent)} listed file(s) do not exist, e.g. {absent[0]}")
+    return manifest, []
+
+
+def _from_folders(root: Path) -> tuple[pd.DataFrame, list[str]]:
+    children = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    split_dirs = {SPLIT_ALIASES[c.name.lower()]: c for c in children if c.name.lower() in SPLIT_ALIASES}
+    rows: list[tuple[str, str, None, str | None]] = []
+    ignored: list[str] = []
+    if split_dirs:
+        if "train" not in split_dirs:
+            raise CxrkitError(f"--data {root}: has split folders {sorted(split_dirs)} but no train/")
+        for split, split_dir in split_dirs.items():
+            rows += _class_folders(split_dir, split, ignored)
+    else:
+        rows = _class_folders(root, None, ignored)
+    if not rows:
+        raise CxrkitError(f"--data {root}: no images found; expected {root}/<class>/*.png "
+                          f"(or train/val/test/<class>/) with .png/.jpg/.bmp/.tif/.dcm files")
+    return pd.DataFrame(rows, columns=MANIFEST_COLUMNS), ignored
+
+
+def _class_folders(root: Path, split: str | None, ignored: list[str]) -> list:
+    rows = []
+    for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for file in sorted(class_dir.rglob("*")):
+            if not file.is_file() or file.name.startswith("."):
+                continue
+            if is_image_file(file):
+                rows.append((str(file.resolve()), class_dir.name, None, split))
+            else:
+                ignored.append(str(file))
+    return rows
+
+
+def _check_manifest(manifest: pd.DataFrame, source) -> None:
+    if manifest.empty:
+        raise CxrkitError(f"--data {source}: no images found")
+    labels = sorted(manifest["label"].unique())
+    if len(labels) < 2:
+        raise CxrkitError(f"--data {source}: only one class ({labels[0]!r}) found; a classifier needs "
+                          "at least two class folders (e.g. Normal/ and Tuberculosis/)")
+    if "" in labels:
+        raise CxrkitError(f"--data {source}: some rows have an empty label")

@@ -1,0 +1,89 @@
+"""Reproducible train/val/test splits: stratified by class, grouped by patient when known."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold
+
+from cxrkit.errors import CxrkitError
+
+
+def _carve(labels: np.ndarray, groups: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask of a held-out part of about `fraction`, stratified and group-disjoint."""
+    n_splits = max(2, int(round(1.0 / fraction)))
+    folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    _, held_out = next(folds.split(np.zeros(len(labels)), labels, groups))
+    mask = np.zeros(len(labels), dtype=bool)
+    mask[held_out] = True
+    return mask
+
+
+def effective_groups(manifest: pd.DataFrame) -> np.ndarray:
+    """Group id per row: the manifest's group, or the image itself when none is known."""
+    groups = manifest["group"].astype(object).where(manifest["group"].notna(), None)
+    return np.array([g if g is not None else f"image:{p}" for g, p in zip(groups, manifest["path"])])
+
+
+def assign_splits(
+    manifest: pd.DataFrame, val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 42
+) -> pd.DataFrame:
+    """Fill the split column: keep given splits, carve missing val (and test) from train."""
+    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0 < value < 0.5:
+            raise CxrkitError(f"{name}={value} must be between 0 and 0.5")
+    manifest = manifest.copy()
+    labels = manifest["label"].to_numpy()
+    groups = effective_groups(manifest)
+    split = manifest["split"].astype(object).where(manifest["split"].notna(), None).to_numpy()
+    if all(s is None for s in split):
+        split = np.array(["train"] * len(manifest), dtype=object)
+    elif any(s is None for s in split):
+        raise CxrkitError("some rows have a split and others none; give every row a split or none")
+    test_carved = "test" not in set(split)
+    if test_carved:
+        pool = split == "train"
+        mask = _carve(labels[pool], groups[pool], test_fraction, seed)
+        split[np.flatnonzero(pool)[mask]] = "test"
+    if "val" not in set(split):
+        pool = split == "train"
+        remaining = val_fraction / (1.0 - test_fraction) if test_carved else val_fraction
+        mask = _carve(labels[pool], groups[pool], min(remaining, 0.45), seed + 1)
+        split[np.flatnonzero(pool)[mask]] = "val"
+    manifest["split"] = split
+    for name in ("train", "val", "test"):
+        present = set(manifest.loc[manifest["split"] == name, "label"])
+        if name == "train" and present != set(labels):
+            missing = sorted(set(labels) - present)
+            raise CxrkitError(f"the train split has no images of class(es) {missing}; add more images")
+    return manifest
+
+
+def read_split_file(split_file: str | Path, manifest: pd.DataFrame) -> pd.DataFrame:
+    """Apply a saved split.csv to a manifest (matched by path) so runs share one test set."""
+    split_file = Path(split_file)
+    if split_file.is_dir():
+        split_file = split_file / "split.csv"
+    if not split_file.is_file():
+        raise CxrkitError(f"--split-file {split_file}: no such file; pass a split.csv or a run folder")
+    saved = pd.read_csv(split_file, dtype=str, keep_default_na=False)
+    if not {"path", "split"} <= set(saved.columns):
+        raise CxrkitError(f"--split-file {split_file}: needs columns path,split")
+    by_path = dict(zip(saved["path"], saved["split"]))
+    missing = [p for p in manifest["path"] if p not in by_path]
+    if missing:
+        raise CxrkitError(f"--split-file {split_file}: {len(missing)} image(s) of --data are not in it, "
+                          f"e.g. {missing[0]}; make a new split or use the same data folder")
+    manifest = manifest.copy()
+    manifest["split"] = manifest["path"].map(by_path)
+    if "group" in saved.columns:
+        saved_groups = dict(zip(saved["path"], saved["group"].replace("", None)))
+        manifest["group"] = manifest["path"].map(saved_groups)
+    return manifest
+
+
+def write_split_file(manifest: pd.DataFrame, path: str | Path) -> None:
+    """Save path,label,group,split for reuse with --split-file."""
+    manifest[["path", "label", "group", "split"]].to_csv(path, index=False)

@@ -1,0 +1,140 @@
+"""The Predictor: a run folder (or exported model) in, class probabilities out.
+
+`cxrkit.load(run_dir)` reads `model.ckpt` (weights, class names, preprocessing contract)
+with `weights_only=True`, so nothing is re-guessed and nothing untrusted is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from cxrkit.data.io import to_gray
+from cxrkit.data.preprocess import Preprocessing, normalise, prepare
+from cxrkit.errors import CxrkitError
+
+CHECKPOINT_NAME = "model.ckpt"
+CHECKPOINT_FORMAT = "cxrkit-model-v1"
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """Path to model.ckpt given a run folder or the file itself."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    if not path.is_file():
+        raise CxrkitError(f"{path}: no model checkpoint; pass a run folder made by `cxrkit train`")
+    return path
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """Load a cxrkit checkpoint dict safely (weights_only=True)."""
+    import torch
+
+    path = resolve_checkpoint(path)
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise CxrkitError(f"{path}: not a readable cxrkit checkpoint ({error})") from error
+    if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
+        raise CxrkitError(f"{path}: not a cxrkit model checkpoint (format {CHECKPOINT_FORMAT})")
+    return data
+
+
+def probabilities_from_logits(logits, single_logit: bool):
+    """Softmax over classes, or for a single-logit binary head [1 - sigmoid, sigmoid]."""
+    import torch
+
+    if single_logit:
+        positive = torch.sigmoid(logits.float().reshape(-1))
+        return torch.stack([1 - positive, positive], dim=1)
+    return torch.softmax(logits.float(), dim=1)
+
+
+class Predictor:
+    """Probabilities for images given as paths, PIL images or arrays, like sklearn's predict_proba."""
+
+    def __init__(self, model, classes: Sequence[str], preprocessing: Preprocessing,
+                 single_logit: bool = False, run_dir: Path | None = None, info: dict | None = None):
+        self.model = model.eval()
+        self.classes = list(classes)
+        self.preprocessing = preprocessing
+        self.single_logit = single_logit
+        self.run_dir = run_dir
+        self.info = info or {}
+
+    @property
+    def operating_point(self) -> dict | None:
+        """The run's frozen operating point (threshold chosen on validation), if evaluated."""
+        if self.run_dir is None:
+            return None
+        path = self.run_dir / "operating_points.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def prepare(self, image) -> np.ndarray:
+        """Decode, enhance and resize one input to the uint8 image the model sees."""
+        return prepare(to_gray(image), self.preprocessing)
+
+    def to_tensor(self, images: Iterable) -> "torch.Tensor":  # noqa: F821
+        """Model input batch (N, C, H, W) float32 for a list of inputs."""
+        import torch
+
+        prepared = np.stack([self.prepare(image) for image in images])
+        return torch.from_numpy(normalise(prepared, self.preprocessing))
+
+    def predict_proba(self, images, batch_size: int = 32, progress=None) -> np.ndarray:
+        """An (N, n_classes) array of probabilities; `progress` is called with each batch size."""
+        import torch
+
+        images = _as_list(images)
+        outputs = []
+        with torch.inference_mode():
+            for start in range(0, len(images), batch_size):
+                batch = self.to_tensor(images[start:start + batch_size])
+                logits = self.model(batch)
+                outputs.append(probabilities_from_logits(logits, self.single_logit).numpy())
+                if progress is not None:
+                    progress(len(batch))
+        if not outputs:
+            return np.zeros((0, len(self.classes)), dtype=np.float32)
+        return np.concatenate(outputs).astype(np.float32)
+
+    def predict(self, images, batch_size: int = 32) -> list[str]:
+        """The most probable class name for each input."""
+        probabilities = self.predict_proba(images, batch_size)
+        return [self.classes[i] for i in probabilities.argmax(axis=1)]
+
+
+def _as_list(images) -> list:
+    if isinstance(images, (str, Path)) or hasattr(images, "mode"):
+        return [images]
+    if isinstance(images, np.ndarray) and images.ndim in (2, 3) and (images.ndim == 2 or images.shape[-1] in (1, 3, 4)):
+        return [images]
+    return list(images)
+
+
+def load_torch_predictor(path: str | Path) -> Predictor:
+    """Build a Predictor from a run folder or model.ckpt."""
+    from cxrkit.models import build_model
+
+    checkpoint_path = resolve_checkpoint(path)
+    data = read_checkpoint(checkpoint_path)
+    spec = data["model"]
+    model = build_model(**spec, weights="none", freeze="none")
+    model.load_state_dict(data["state_dict"])
+    return Predictor(model, data["classes"], Preprocessing.from_dict(data["preprocessing"]),
+                     single_logit=bool(data.get("single_logit", False)),
+                     run_dir=checkpoint_path.parent, info=data.get("info", {}))
+
+
+def load(path: str | Path):
+    """A Predictor for a run folder or model.ckpt; an ONNX file gets the torch-free runtime."""
+    path = Path(path).expanduser()
+    if path.suffix.lower() == ".onnx":
+        from cxrkit.onnx_predictor import load_onnx_predictor
+
+        return load_onnx_predictor(path)
+    return load_torch_predictor(path)
