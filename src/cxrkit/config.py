@@ -1,0 +1,215 @@
+"""Typed, validated configuration: a recipe YAML, a config file and overrides resolve into one.
+
+Every field has a default; an unknown or invalid field raises CxrkitError naming it and the
+allowed values. Overrides use dotted keys (`train.lr=0.001`, `model.name=resnet18`).
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from cxrkit.errors import CxrkitError
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Section):
+    source: str | None = None
+    group_pattern: str | None = None
+    split_file: str | None = None
+    val_fraction: float = Field(0.1, gt=0, lt=0.5)
+    test_fraction: float = Field(0.1, gt=0, lt=0.5)
+    split_seed: int = 42
+    group_near_duplicates: bool = True
+    near_duplicate_distance: int = Field(4, ge=0, le=32)
+    cache_dir: str | None = None
+    num_workers: int = Field(0, ge=0)
+
+
+class PreprocessConfig(Section):
+    image_size: int = Field(224, ge=16, le=2048)
+    resize: Literal["pad", "stretch"] = "pad"
+    channels: Literal[1, 3] = 3
+    enhancement: Literal["none", "contrast_stretch", "histeq", "clahe"] = "none"
+    clahe_clip_limit: float = Field(2.0, gt=0)
+    clahe_tile_grid: int = Field(8, ge=1)
+    normalization: Literal["auto", "imagenet", "dataset"] = "auto"
+
+
+class AugmentConfig(Section):
+    hflip: float = Field(0.0, ge=0, le=1)
+    rotation: float = Field(0.0, ge=0, le=180)
+    translate: float = Field(0.0, ge=0, le=0.5)
+    resized_crop_scale: float = Field(1.0, gt=0, le=1)
+    brightness: float = Field(0.0, ge=0, le=1)
+    contrast: float = Field(0.0, ge=0, le=1)
+
+
+class ModelConfig(Section):
+    name: str = "resnet18"
+    weights: str = "none"
+    freeze: str = "none"
+    dropout: float = Field(0.5, ge=0, lt=1)
+    width: int = Field(32, ge=1)
+    depth: int = Field(4, ge=1, le=8)
+    kernel_size: int = Field(3, ge=1, le=15)
+    stride: int = Field(1, ge=1, le=4)
+    padding: str | int = "same"
+    pooling: Literal["max", "avg"] = "max"
+
+
+class TrainConfig(Section):
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(32, ge=1)
+    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    eps: float = Field(1e-8, gt=0)
+    scheduler: Literal["none", "plateau", "cosine", "onecycle"] = "none"
+    plateau_factor: float = Field(0.5, gt=0, lt=1)
+    plateau_patience: int = Field(5, ge=0)
+    early_stopping_patience: int = Field(0, ge=0)
+    monitor: Literal["val_auroc", "val_loss", "val_acc", "val_balanced_acc"] = "val_auroc"
+    loss: Literal["ce", "bce", "focal"] = "ce"
+    focal_gamma: float = Field(2.0, ge=0)
+    class_weights: Literal["balanced", "none"] = "balanced"
+    sampler: Literal["none", "oversample"] = "none"
+    accumulate_grad_batches: int = Field(1, ge=1)
+    gradient_clip_val: float = Field(0.0, ge=0)
+    precision: Literal["auto", "32", "bf16-mixed", "16-mixed"] = "auto"
+    channels_last: bool = True
+    seed: int = 42
+    accelerator: str = "auto"
+    devices: str | int = "auto"
+    num_nodes: int = Field(1, ge=1)
+    strategy: str = "auto"
+    limit_train_batches: float | int = 1.0
+
+
+class Config(Section):
+    name: str | None = None
+    recipe: str | None = None
+    description: str = ""
+    output_dir: str = "runs"
+    data: DataConfig = DataConfig()
+    preprocess: PreprocessConfig = PreprocessConfig()
+    augment: AugmentConfig = AugmentConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+
+
+def recipe_names() -> list[str]:
+    """Names of the built-in recipes."""
+    folder = resources.files("cxrkit") / "recipes"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def read_recipe(name: str) -> dict:
+    """The raw dict of a built-in recipe, or of a YAML file given by path."""
+    path = Path(name).expanduser()
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        text = path.read_text()
+    elif name in recipe_names():
+        text = (resources.files("cxrkit") / "recipes" / f"{name}.yaml").read_text()
+    else:
+        raise CxrkitError(f"unknown recipe {name!r}; choose one of {', '.join(recipe_names())} "
+                          "(or give a path to a .yaml file); `cxrkit recipes` lists them")
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as error:
+        raise CxrkitError(f"recipe {name}: invalid YAML ({error})") from error
+    if not isinstance(data, dict):
+        raise CxrkitError(f"recipe {name}: must be a mapping of sections")
+    return data
+
+
+def set_dotted(data: dict, key: str, value: Any) -> None:
+    """Set data['a']['b'] for key 'a.b', creating sections as needed."""
+    parts = key.split(".")
+    target = data
+    for part in parts[:-1]:
+        target = target.setdefault(part, {})
+        if not isinstance(target, dict):
+            raise CxrkitError(f"option {key}: {part} is not a section")
+    target[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """'train.lr=0.001' -> ('train.lr', 0.001), values parsed as YAML scalars."""
+    if "=" not in text:
+        raise CxrkitError(f"--set {text!r}: use KEY=VALUE, e.g. --set train.lr=0.001")
+    key, value = text.split("=", 1)
+    return key.strip(), yaml.safe_load(value) if value.strip() else None
+
+
+def build_config(recipe: str | None = None, overrides: dict[str, Any] | None = None,
+                 base: dict | None = None) -> Config:
+    """Resolve recipe < base dict < dotted overrides into a validated Config."""
+    data: dict = {}
+    if recipe:
+        data = read_recipe(recipe)
+        data.setdefault("recipe", recipe)
+    for source in (base or {}), :
+        for key, value in _flatten(source).items():
+            set_dotted(data, key, value)
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            set_dotted(data, key, value)
+    return validate_config(data)
+
+
+def validate_config(data: dict) -> Config:
+    """Validate a nested dict, turning pydantic's report into one line per problem."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as error:
+        problems = []
+        for item in error.errors():
+            where = ".".join(str(p) for p in item["loc"])
+            if item["type"] == "extra_forbidden":
+                section = item["loc"][0] if len(item["loc"]) > 1 else None
+                known = list(_section_fields(section)) if section else list(Config.model_fields)
+                problems.append(f"unknown option {where}; known: {', '.join(known)}")
+            else:
+                problems.append(f"{where}: {item['msg']} (got {item.get('input')!r})")
+        raise CxrkitError("; ".join(problems)) from None
+
+
+def _section_fields(section: str) -> dict:
+    field = Config.model_fields.get(section)
+    if field is None or not isinstance(field.annotation, type):
+        return {}
+    return field.annotation.model_fields
+
+
+def _flatten(data: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def config_to_yaml(config: Config) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+def load_config_file(path: str | Path) -> Config:
+    """Read a resolved config.yaml (as saved in a run folder)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "config.yaml"
+    if not path.is_file():
+        raise CxrkitError(f"{path}: no config.yaml")
+    return validate_config(yaml.safe_load(path.read_text()) or {})
