@@ -87,3 +87,43 @@ def read_split_file(split_file: str | Path, manifest: pd.DataFrame) -> pd.DataFr
 def write_split_file(manifest: pd.DataFrame, path: str | Path) -> None:
     """Save path,label,group,split for reuse with --split-file."""
     manifest[["path", "label", "group", "split"]].to_csv(path, index=False)
+
+
+def merge_groups(manifest: pd.DataFrame, extra_groups: list | None) -> pd.DataFrame:
+    """Join rows that share a patient group or an extra group (e.g. near-duplicates) into one group.
+
+    Rows linked through either kind of group end up in one connected group, so a split
+    keeps all of them on the same side.
+    """
+    if extra_groups is None or all(g is None for g in extra_groups):
+        return manifest
+    parent = list(range(len(manifest)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for column in (list(manifest["group"]), list(extra_groups)):
+        first_of: dict = {}
+        for index, group in enumerate(column):
+            if group is None or (isinstance(group, float) and np.isnan(group)):
+                continue
+            if group in first_of:
+                parent[find(index)] = find(first_of[group])
+            else:
+                first_of[group] = index
+    roots = [find(i) for i in range(len(manifest))]
+    sizes = pd.Series(roots).value_counts()
+    original = list(manifest["group"])
+    names: dict[int, str] = {}
+    for index, root in enumerate(roots):
+        if isinstance(original[index], str) and root not in names:
+            names[root] = original[index]
+    manifest = manifest.copy()
+    manifest["group"] = [
+        names.get(root, f"near-duplicates-{root}") if sizes[root] > 1 else original[i]
+        for i, root in enumerate(roots)
+    ]
+    return manifest

@@ -1,0 +1,32 @@
+"""`cxrkit export RUN --format onnx|torchscript [--out FILE]`: a deployable model file."""
+
+from __future__ import annotations
+
+import argparse
+
+EQUIVALENCE_TOLERANCE = 1e-4
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "export", help="export a run's model to ONNX or TorchScript",
+        description="Export a run's model with its preprocessing contract and class names, "
+                    "then check its outputs against PyTorch.")
+    parser.add_argument("run", help="run folder made by `cxrkit train` (or its model.ckpt)")
+    parser.add_argument("--format", choices=("onnx", "torchscript"), default="onnx",
+                        help="file format (default onnx)")
+    parser.add_argument("--out", help="output file (default RUN/model.onnx or RUN/model.torchscript.pt)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    parser.set_defaults(func=handler)
+
+
+def handler(args: argparse.Namespace) -> int:
+    from cxrkit.export import export_model
+
+    result = export_model(args.run, format=args.format, out=args.out, overwrite=args.overwrite)
+    sizes = ", ".join(str(size) for size in result["checked_batch_sizes"])
+    verdict = "ok" if result["max_abs_diff"] <= EQUIVALENCE_TOLERANCE else "FAILED"
+    print(f"wrote {result['path']} ({result['format']}, model {result['model_id']})")
+    print(f"check against PyTorch (batch sizes {sizes}): max abs difference in probabilities "
+          f"{result['max_abs_diff']:.2e} (tolerance {EQUIVALENCE_TOLERANCE:.0e}) {verdict}")
+    return 0 if verdict == "ok" else 1

@@ -1,0 +1,91 @@
+"""`cxrkit train`: train a recipe on a data folder and write a run folder."""
+
+from __future__ import annotations
+
+import argparse
+
+from cxrkit.config import parse_override
+
+# CLI flag -> dotted config key; every other field is reachable with --set KEY=VALUE.
+FLAGS = {
+    "data": ("data.source", str, "DIR|CSV|hf:NAME|kaggle:HANDLE", "images: class folders, train/val/test "
+             "folders or a CSV manifest"),
+    "name": ("name", str, "NAME", "run folder name (default: the recipe name)"),
+    "output_dir": ("output_dir", str, "DIR", "where run folders go (default: runs)"),
+    "split_file": ("data.split_file", str, "CSV|RUN", "reuse a split.csv (or a run's) for identical test sets"),
+    "group_pattern": ("data.group_pattern", str, "REGEX", r"patient id from file names, e.g. 'person(\d+)_'"),
+    "val_fraction": ("data.val_fraction", float, "F", "validation fraction (default 0.1)"),
+    "test_fraction": ("data.test_fraction", float, "F", "test fraction when no test split is given (0.1)"),
+    "split_seed": ("data.split_seed", int, "N", "seed of the split"),
+    "model": ("model.name", str, "NAME", "architecture (see `cxrkit recipes --models`)"),
+    "weights": ("model.weights", str, "none|imagenet|PATH", "initial weights: none, imagenet, a state dict "
+                "or a run to fine-tune"),
+    "freeze": ("model.freeze", str, "none|backbone|LAYER", "freeze nothing, all but the head, or up to LAYER"),
+    "image_size": ("preprocess.image_size", int, "PX", "input size"),
+    "channels": ("preprocess.channels", int, "1|3", "input channels"),
+    "enhancement": ("preprocess.enhancement", str, "none|contrast_stretch|histeq|clahe", "contrast enhancement"),
+    "epochs": ("train.epochs", int, "N", "maximum epochs"),
+    "batch_size": ("train.batch_size", int, "N", "batch size"),
+    "lr": ("train.lr", float, "LR", "learning rate"),
+    "optimizer": ("train.optimizer", str, "adam|adamw|sgd|rmsprop", "optimizer"),
+    "scheduler": ("train.scheduler", str, "none|plateau|cosine|onecycle", "learning-rate schedule"),
+    "loss": ("train.loss", str, "ce|bce|focal", "loss (bce = single-logit binary head)"),
+    "sampler": ("train.sampler", str, "none|oversample", "oversample rare classes"),
+    "early_stopping": ("train.early_stopping_patience", int, "EPOCHS", "stop after N epochs without improvement"),
+    "accumulate": ("train.accumulate_grad_batches", int, "N", "gradient accumulation steps"),
+    "precision": ("train.precision", str, "auto|32|bf16-mixed|16-mixed", "numeric precision"),
+    "devices": ("train.devices", str, "N|auto", "devices per node (Lightning)"),
+    "num_nodes": ("train.num_nodes", int, "N", "nodes (Lightning strategies, e.g. ddp)"),
+    "accelerator": ("train.accelerator", str, "auto|cpu|gpu", "accelerator"),
+    "strategy": ("train.strategy", str, "auto|ddp|...", "Lightning strategy"),
+    "seed": ("train.seed", int, "N", "training seed"),
+    "workers": ("data.num_workers", int, "N", "data-loader worker processes"),
+}
+
+
+def add_config_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    """Add the common config flags and --set to a parser (shared by train/quickstart)."""
+    for flag, (_, kind, metavar, text) in FLAGS.items():
+        if flag not in skip:
+            parser.add_argument("--" + flag.replace("_", "-"), dest=flag, type=kind, metavar=metavar, help=text)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="any config field, e.g. --set augment.hflip=0.5 (repeatable)")
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict:
+    overrides = {key: getattr(args, flag, None) for flag, (key, *_) in FLAGS.items()}
+    for text in args.overrides:
+        key, value = parse_override(text)
+        overrides[key] = value
+    if overrides.get("train.devices") not in (None, "auto"):
+        devices = overrides["train.devices"]
+        overrides["train.devices"] = int(devices) if str(devices).isdigit() else devices
+    return overrides
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train", help="train a model and write a run folder",
+        description="Train a classifier. Example: cxrkit train --recipe tb-fast --data ../shared/data/tb",
+    )
+    parser.add_argument("--recipe", default="tb-fast", help="built-in recipe name or a YAML file "
+                        "(default tb-fast; `cxrkit recipes` lists them)")
+    add_config_flags(parser)
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    parser.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its last checkpoint")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from cxrkit.commands.reporting import print_run_summary, quiet_lightning
+    from cxrkit.config import build_config
+    from cxrkit.training.fit import train
+
+    quiet_lightning()
+    if args.resume:
+        run_dir = train(resume=args.resume)
+    else:
+        config = build_config(args.recipe, overrides_from_args(args))
+        run_dir = train(config, overwrite=args.overwrite)
+    print_run_summary(run_dir)
+    return 0

@@ -1,0 +1,140 @@
+"""Operating points for binary runs, chosen on the validation split and frozen into the run.
+
+Rule everywhere: an image is called positive when P(positive) >= threshold. Points:
+`argmax` (0.5, what `Predictor.predict` does), `youden` (max sensitivity + specificity - 1),
+`max_f1` and `sensitivity>=S` (the highest threshold whose validation sensitivity is at
+least S, i.e. the best specificity meeting the target; WHO's TB triage target is S = 0.90
+with specificity >= 0.70). The default selected point is `argmax`, so the run's headline
+accuracy matches `Predictor.predict` and published figures; choose another with
+`cxrkit evaluate RUN --operating-point youden|max_f1|sensitivity [--sensitivity 0.9] --overwrite`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import precision_recall_curve, roc_curve
+
+from cxrkit.errors import CxrkitError
+
+OPERATING_POINTS_FILE = "operating_points.json"
+DEFAULT_SELECTED = "argmax"
+DEFAULT_TARGET_SENSITIVITY = 0.90
+WHO_TB_TRIAGE = {"sensitivity": 0.90, "specificity": 0.70}
+_NEGATIVE_NAME = re.compile(r"(?<![a-z])(normal|healthy|negative|no[ _-]?finding)(?![a-z])")
+
+
+def positive_class_index(classes: list[str]) -> int | None:
+    """Index of the disease class of a binary run (the one not named like 'normal', else 1)."""
+    if len(classes) != 2:
+        return None
+    negative = [bool(_NEGATIVE_NAME.search(name.lower())) for name in classes]
+    if negative.count(True) == 1:
+        return negative.index(False)
+    return 1
+
+
+def sensitivity_point_name(target: float) -> str:
+    """'sensitivity>=0.90' for a target of 0.9."""
+    return f"sensitivity>={target:.2f}"
+
+
+def resolve_point_name(name: str, target: float) -> str:
+    """Accept 'sensitivity' as shorthand for the run's sensitivity point."""
+    return sensitivity_point_name(target) if name == "sensitivity" else name
+
+
+def _rates(positive: np.ndarray, scores: np.ndarray, threshold: float) -> dict:
+    called = scores >= threshold
+    return {"threshold": float(threshold),
+            "sensitivity": float((called & positive).sum() / positive.sum()),
+            "specificity": float((~called & ~positive).sum() / (~positive).sum())}
+
+
+def choose_thresholds(positive: np.ndarray, scores: np.ndarray,
+                      target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY) -> dict[str, dict]:
+    """The four operating points with their validation sensitivity and specificity."""
+    if not 0 < target_sensitivity < 1:
+        raise CxrkitError(f"--sensitivity {target_sensitivity} must be between 0 and 1 (e.g. 0.9)")
+    positive = np.asarray(positive, dtype=bool)
+    scores = np.asarray(scores, dtype=np.float64)
+    fpr, tpr, roc_thresholds = roc_curve(positive, scores, drop_intermediate=False)
+    finite = np.isfinite(roc_thresholds)
+    fpr, tpr, roc_thresholds = fpr[finite], tpr[finite], roc_thresholds[finite]
+    youden = roc_thresholds[np.argmax(tpr - fpr)]
+    meets = np.flatnonzero(tpr >= target_sensitivity)
+    sensitive = roc_thresholds[meets[0]]
+    precision, recall, pr_thresholds = precision_recall_curve(positive, scores)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1 = np.nan_to_num(2 * precision * recall / (precision + recall))[:-1]
+    best_f1 = pr_thresholds[np.argmax(f1)]
+    points = {
+        "argmax": _rates(positive, scores, 0.5) | {"rule": "P(positive) >= 0.5 (the most probable class)"},
+        "youden": _rates(positive, scores, youden) | {"rule": "max sensitivity + specificity - 1"},
+        "max_f1": _rates(positive, scores, best_f1) | {"rule": "max F1 of the positive class"},
+        sensitivity_point_name(target_sensitivity): _rates(positive, scores, sensitive) | {
+            "rule": f"best specificity with sensitivity >= {target_sensitivity:.2f}",
+            "target_sensitivity": float(target_sensitivity)},
+    }
+    return points
+
+
+def build_operating_points(classes: list[str], y_val: np.ndarray, probabilities_val: np.ndarray,
+                           target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY,
+                           selected: str | None = None, temperature: float | None = None) -> dict:
+    """The operating_points.json document, chosen on validation labels and probabilities."""
+    positive_index = positive_class_index(classes)
+    document: dict = {"chosen_on": "val", "n_val": int(len(y_val)),
+                      "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                      "temperature": temperature}
+    if positive_index is None:
+        points = {"argmax": {"rule": "the most probable class"}}
+        document |= {"positive_class": None, "positive_index": None}
+    else:
+        points = choose_thresholds(np.asarray(y_val) == positive_index,
+                                   probabilities_val[:, positive_index], target_sensitivity)
+        document |= {"positive_class": classes[positive_index], "positive_index": positive_index,
+                     "target_sensitivity": float(target_sensitivity)}
+    selected = resolve_point_name(selected or DEFAULT_SELECTED, target_sensitivity)
+    check_point_name(selected, points)
+    return {"positive_class": document.pop("positive_class"),
+            "positive_index": document.pop("positive_index"),
+            "selected": selected, **document, "points": points}
+
+
+def check_point_name(name: str, points: dict) -> None:
+    if name not in points:
+        raise CxrkitError(f"--operating-point {name!r} is not one of this run's points "
+                          f"({', '.join(points)}); for another sensitivity target use "
+                          "--operating-point sensitivity --sensitivity S --overwrite")
+
+
+def predict_at(probabilities: np.ndarray, operating_points: dict, name: str | None = None) -> np.ndarray:
+    """Class indices decided at an operating point (its threshold, or argmax without one)."""
+    point = operating_points["points"][name or operating_points["selected"]]
+    positive_index = operating_points.get("positive_index")
+    if positive_index is None or "threshold" not in point:
+        return probabilities.argmax(axis=1)
+    called = probabilities[:, positive_index] >= point["threshold"]
+    return np.where(called, positive_index, 1 - positive_index)
+
+
+def read_operating_points(run_dir: Path) -> dict | None:
+    path = Path(run_dir) / OPERATING_POINTS_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise CxrkitError(f"{path}: not valid JSON ({error}); delete it and run "
+                          "`cxrkit evaluate RUN --overwrite` to choose the points again") from error
+
+
+def write_operating_points(run_dir: Path, document: dict) -> Path:
+    path = Path(run_dir) / OPERATING_POINTS_FILE
+    path.write_text(json.dumps(document, indent=2) + "\n")
+    return path

@@ -1,0 +1,146 @@
+"""Run every variant of an experiment as an ordinary run folder on one shared split.
+
+Resumable: a variant whose folder has `model.ckpt` and `metrics.json` is done and skipped;
+a partial one continues from its last checkpoint. A failed variant is recorded and the
+others go on. `jobs` > 1 trains that many variants at once in separate processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import traceback
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cxrkit.config import Config
+from cxrkit.errors import CxrkitError, TrainingInterrupted
+from cxrkit.experiments.results import collect_results, write_results
+from cxrkit.experiments.spec import ExperimentSpec, Variant, base_overrides, plan_variants
+
+log = logging.getLogger(__name__)
+
+SETTINGS_FILE = "experiment.yaml"
+SPLIT_FILE = "split.csv"
+
+
+def run_experiment(spec: ExperimentSpec, out_dir: str | Path, *, data: str | None = None,
+                   jobs: int = 1, overrides: dict[str, Any] | None = None) -> Path:
+    """Train the variants not yet done, then write results.csv, results.md and plots; return out_dir."""
+    if jobs < 1:
+        raise CxrkitError(f"--jobs {jobs}: give 1 or more parallel trainings")
+    out_dir = Path(out_dir).expanduser()
+    shared = base_overrides(spec, _absolute(data), overrides)
+    variants = plan_variants(spec, shared)
+    claim_out_dir(out_dir, spec, shared)
+    split = shared_split(variants[0].config, out_dir, spec.split)
+    variants = [place_variant(v, out_dir / "runs", split) for v in variants]
+    todo = [v for v in variants if not is_finished(run_dir_of(v))]
+    log.info("experiment %s: %d variant(s), %d done, %d to train", spec.name, len(variants),
+             len(variants) - len(todo), len(todo))
+    errors = train_all(todo, jobs)
+    table = collect_results(spec, variants, errors)
+    write_results(spec, table, out_dir)
+    return out_dir
+
+
+def claim_out_dir(out_dir: Path, spec: ExperimentSpec, shared: dict[str, Any]) -> None:
+    """Record the shared settings; refuse a folder that holds an experiment with other settings."""
+    settings = {"experiment": spec.name, "recipe": spec.recipe, "split": spec.split, "set": shared}
+    path = out_dir / SETTINGS_FILE
+    if path.is_file():
+        before = yaml.safe_load(path.read_text()) or {}
+        if before != settings:
+            changed = sorted(k for k in set(before) | set(settings) if before.get(k) != settings.get(k))
+            raise CxrkitError(f"{out_dir} holds an experiment with other settings ({', '.join(changed)} "
+                              f"differ, see {path}); give another --out to keep both")
+        return
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise CxrkitError(f"{out_dir} exists and is not an experiment folder; give another --out")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(settings, sort_keys=False))
+
+
+def shared_split(base: Config, out_dir: Path, given: str | None) -> Path:
+    """The split.csv every variant uses: the given one, or one made once from the base config."""
+    given = given or base.data.split_file
+    if given:
+        return Path(given)
+    path = out_dir / SPLIT_FILE
+    if not path.is_file():
+        from cxrkit.data.splits import write_split_file
+        from cxrkit.training.fit import build_split
+
+        manifest = build_split(base, use_test=True)
+        temporary = path.with_suffix(f".{os.getpid()}.tmp")
+        write_split_file(manifest, temporary)
+        os.replace(temporary, path)
+        log.info("wrote the shared split %s", path)
+    return path
+
+
+def place_variant(variant: Variant, runs_dir: Path, split: Path) -> Variant:
+    """The variant with its run folder under `runs_dir` and the shared split."""
+    config = variant.config.model_copy(deep=True)
+    config.output_dir = str(runs_dir)
+    config.data.split_file = str(split)
+    return Variant(variant.name, variant.overrides, config)
+
+
+def run_dir_of(variant: Variant) -> Path:
+    return Path(variant.config.output_dir) / variant.name
+
+
+def is_finished(run_dir: Path) -> bool:
+    return (run_dir / "model.ckpt").is_file() and (run_dir / "metrics.json").is_file()
+
+
+def train_all(variants: list[Variant], jobs: int) -> dict[str, str]:
+    """Train each variant (in `jobs` processes); return {variant name: error} for the failed ones."""
+    if jobs == 1 or len(variants) <= 1:
+        results = {v.name: train_variant(v.config) for v in variants}
+    else:
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"),
+                                 initializer=_limit_threads, initargs=(threads,)) as pool:
+            futures = {pool.submit(train_variant, v.config): v.name for v in variants}
+            results = {futures[f]: f.result() for f in as_completed(futures)}
+    return {name: error for name, error in results.items() if error}
+
+
+def train_variant(config: Config) -> str | None:
+    """Train one variant, continuing a partial run folder; return an error message or None."""
+    from cxrkit.training.fit import run_dir_for, train
+
+    run_dir = run_dir_for(config)
+    try:
+        if list((run_dir / "checkpoints").glob("*.ckpt")):
+            train(resume=run_dir)
+        else:
+            train(config, overwrite=True)
+    except TrainingInterrupted:
+        raise
+    except Exception as error:  # a failed variant is recorded and the others go on
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "error.txt").write_text(traceback.format_exc())
+        message = str(error).splitlines()[0] if str(error) else ""
+        log.warning("variant %s failed: %s: %s", config.name, type(error).__name__, message)
+        return f"{type(error).__name__}: {message}"
+    (run_dir / "error.txt").unlink(missing_ok=True)
+    return None
+
+
+def _limit_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _absolute(data: str | None) -> str | None:
+    if not data or data.startswith(("hf:", "kaggle:")):
+        return data
+    return str(Path(data).expanduser().resolve())

@@ -1,0 +1,195 @@
+"""Export a run's model to ONNX or TorchScript, with its contract, and check it matches PyTorch.
+
+The exported graph takes normalised images (N, C, H, W) with a dynamic batch axis and returns
+class probabilities. The preprocessing contract, class names, single-logit flag, the run's
+operating point and test metrics travel inside the file (ONNX metadata_props key `cxrkit`,
+or the TorchScript extra file `cxrkit.json`), so the exported file stands on its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from cxrkit import __version__
+from cxrkit.data.preprocess import Preprocessing, normalise
+from cxrkit.errors import CxrkitError
+from cxrkit.inference import load_torch_predictor, read_checkpoint, resolve_checkpoint
+from cxrkit.onnx_predictor import METADATA_FORMAT, METADATA_KEY
+
+FORMATS = ("onnx", "torchscript")
+DEFAULT_NAMES = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
+INPUT_NAME = "image"
+OUTPUT_NAME = "probabilities"
+CHECK_BATCH_SIZES = (1, 5)
+
+
+def file_model_id(path: Path, name: str) -> str:
+    """A model id that names the exact weights: `name@` and the first 12 hex digits of sha256."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return f"{name}@{digest.hexdigest()[:12]}"
+
+
+def read_run_json(run_dir: Path, name: str) -> dict | None:
+    """A JSON file of the run (operating_points.json, test_metrics.json), or None if absent."""
+    path = run_dir / name
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise CxrkitError(f"{path}: not readable JSON ({error}); re-run `cxrkit evaluate`") from error
+
+
+def export_metadata(run_dir: Path, checkpoint: dict, model_id: str) -> dict:
+    """Everything a runtime needs besides the graph: contract, classes, operating point, metrics."""
+    return {
+        "format": METADATA_FORMAT,
+        "model_id": model_id,
+        "classes": list(checkpoint["classes"]),
+        "preprocessing": checkpoint["preprocessing"],
+        "single_logit": bool(checkpoint.get("single_logit", False)),
+        "model": checkpoint["model"],
+        "info": {"model_name": checkpoint["model"]["name"], **checkpoint.get("info", {})},
+        "operating_point": read_run_json(run_dir, "operating_points.json"),
+        "test_metrics": read_run_json(run_dir, "test_metrics.json"),
+        "input": INPUT_NAME,
+        "output": OUTPUT_NAME,
+        "cxrkit_version": __version__,
+    }
+
+
+def export_model(run_dir: str | Path, format: str = "onnx", out: str | Path | None = None,
+                 overwrite: bool = False) -> dict:
+    """Export the run's model; returns the path, format, model id and the check against PyTorch.
+
+    `max_abs_diff` is the largest absolute difference in probabilities between the exported
+    model and PyTorch on a few generated images, at batch sizes 1 and 5 (dynamic batch axis).
+    """
+    if format not in FORMATS:
+        raise CxrkitError(f"--format {format}: choose one of {', '.join(FORMATS)}")
+    checkpoint_path = resolve_checkpoint(run_dir)
+    run_dir = checkpoint_path.parent
+    out = Path(out).expanduser() if out is not None else run_dir / DEFAULT_NAMES[format]
+    if out.exists() and not overwrite:
+        raise CxrkitError(f"{out} already exists; pass --overwrite to replace it or --out another file")
+    if not out.parent.is_dir():
+        raise CxrkitError(f"--out {out}: folder {out.parent} does not exist; create it first")
+
+    predictor = load_torch_predictor(checkpoint_path)
+    checkpoint = read_checkpoint(checkpoint_path)
+    metadata = export_metadata(run_dir, checkpoint, file_model_id(checkpoint_path, run_dir.name))
+    wrapped = _probability_model(predictor.model, predictor.single_logit)
+    check_inputs = [_check_batch(predictor.preprocessing, size, seed)
+                    for seed, size in enumerate(CHECK_BATCH_SIZES)]
+    writer = _write_onnx if format == "onnx" else _write_torchscript
+    _write_atomically(out, lambda path: writer(wrapped, check_inputs[0], metadata, path))
+    run_exported = _run_onnx if format == "onnx" else _run_torchscript
+    max_abs_diff = max(
+        float(np.abs(run_exported(out, batch) - _run_torch(wrapped, batch)).max())
+        for batch in check_inputs)
+    return {"path": out, "format": format, "model_id": metadata["model_id"],
+            "max_abs_diff": max_abs_diff, "checked_batch_sizes": list(CHECK_BATCH_SIZES)}
+
+
+def _probability_model(model, single_logit: bool):
+    """The model followed by softmax (or the single-logit sigmoid pair), as one module."""
+    from torch import nn
+
+    from cxrkit.inference import probabilities_from_logits
+
+    class ProbabilityModel(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, image):
+            return probabilities_from_logits(self.model(image), single_logit)
+
+    return ProbabilityModel().eval()
+
+
+def _check_batch(prep: Preprocessing, size: int, seed: int) -> np.ndarray:
+    """Normalised model input made from smooth random grey images (a stand-in for X-rays)."""
+    rng = np.random.default_rng(seed)
+    side = prep.image_size
+    ramp = np.linspace(0, 200, side, dtype=np.float32)
+    images = ramp[None, None, :] + rng.normal(0, 25, (size, side, side)).astype(np.float32)
+    return normalise(np.clip(images, 0, 255).astype(np.uint8), prep)
+
+
+def _write_atomically(out: Path, write) -> None:
+    """Write through a temporary file next to `out`, so a failed export leaves nothing behind."""
+    handle, temporary = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        write(Path(temporary))
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, out)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def _write_onnx(model, example: np.ndarray, metadata: dict, path: Path) -> None:
+    import onnx
+    import torch
+
+    batch = torch.export.Dim("batch", min=1)
+    example_batch = torch.from_numpy(np.concatenate([example, example]))
+    try:
+        program = torch.onnx.export(
+            model, (example_batch,), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            dynamic_shapes=({0: batch},), external_data=False, verbose=False)
+    except Exception as error:
+        raise CxrkitError(f"ONNX export of {metadata['info']['model_name']} failed ({error}); "
+                          "try --format torchscript") from error
+    proto = program.model_proto
+    proto.producer_name = "cxrkit"
+    proto.producer_version = __version__
+    proto.doc_string = f"cxrkit {metadata['model_id']}: classes {', '.join(metadata['classes'])}"
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, json.dumps(metadata)
+    onnx.save(proto, path)
+
+
+def _write_torchscript(model, example: np.ndarray, metadata: dict, path: Path) -> None:
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated upstream
+        traced = torch.jit.trace(model, torch.from_numpy(example))
+        torch.jit.save(traced, str(path), _extra_files={"cxrkit.json": json.dumps(metadata)})
+
+
+def _run_torch(model, batch: np.ndarray) -> np.ndarray:
+    import torch
+
+    with torch.inference_mode():
+        return model(torch.from_numpy(batch)).numpy()
+
+
+def _run_onnx(path: Path, batch: np.ndarray) -> np.ndarray:
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
+
+
+def _run_torchscript(path: Path, batch: np.ndarray) -> np.ndarray:
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        model = torch.jit.load(str(path), map_location="cpu")
+    with torch.inference_mode():
+        return model(torch.from_numpy(batch)).numpy()

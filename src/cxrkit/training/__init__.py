@@ -1,0 +1,1 @@
+"""Training: the LightningModule (the science) and fit (Trainer, callbacks, run folder)."""

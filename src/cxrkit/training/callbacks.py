@@ -1,0 +1,21 @@
+"""Small Lightning callbacks: training throughput in images/s on the progress bar."""
+
+from __future__ import annotations
+
+import time
+
+from lightning.pytorch.callbacks import Callback
+
+
+class Throughput(Callback):
+    """Logs training images per second (per epoch) as `img_per_s`."""
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self._images = 0
+        self._started = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_index):
+        self._images += len(batch[1])
+        elapsed = time.perf_counter() - self._started
+        if elapsed > 0:
+            pl_module.log("img_per_s", self._images / elapsed, prog_bar=True, on_step=True, on_epoch=False)

@@ -1,0 +1,302 @@
+"""Train a classifier end to end and write its run folder.
+
+Straight-line orchestration: manifest -> split -> cache -> datasets -> model -> Trainer.fit
+-> model.ckpt -> evaluation. Lightning owns the loop, precision, accumulation, checkpoints
+and devices; this module only wires them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from cxrkit.config import Config, build_config, config_to_yaml, load_config_file
+from cxrkit.data.cache import load_cached_images
+from cxrkit.data.datamodule import CachedDataModule, CachedImageDataset
+from cxrkit.data.preprocess import Preprocessing, channel_stats, imagenet_stats
+from cxrkit.data.sources import load_manifest
+from cxrkit.data.splits import assign_splits, merge_groups, read_split_file, write_split_file
+from cxrkit.data.transforms import train_augmentation
+from cxrkit.errors import CxrkitError, TrainingInterrupted
+from cxrkit.inference import CHECKPOINT_FORMAT, CHECKPOINT_NAME
+from cxrkit.models import build_model, count_parameters
+from cxrkit.training.callbacks import Throughput
+from cxrkit.training.curves import merge_epoch_logs, plot_training_curves
+from cxrkit.training.precision import resolve_precision
+
+log = logging.getLogger(__name__)
+
+
+def run_dir_for(config: Config) -> Path:
+    name = config.name or f"{config.recipe or config.model.name}"
+    return Path(config.output_dir).expanduser() / name
+
+
+def prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
+    """Create the run folder; refuse to replace an existing one unless overwrite is set."""
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not overwrite:
+            raise CxrkitError(f"run folder {run_dir} already exists; pass --overwrite to replace it, "
+                              "--name to pick another, or --resume to continue it")
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def build_split(config: Config, use_test: bool) -> pd.DataFrame:
+    """The manifest with a split per row: from --split-file, or stratified/grouped from a seed."""
+    if not config.data.source:
+        raise CxrkitError("no data: pass --data DIR (a class-per-folder tree, train/val/test folders or a CSV)")
+    manifest, ignored = load_manifest(config.data.source, config.data.group_pattern)
+    if ignored:
+        log.warning("ignored %d non-image file(s), e.g. %s", len(ignored), ignored[0])
+    if config.data.split_file:
+        manifest = read_split_file(config.data.split_file, manifest)
+    else:
+        if config.data.group_near_duplicates:
+            manifest = merge_groups(manifest, _near_duplicate_groups(manifest, config))
+        manifest = assign_splits(manifest, config.data.val_fraction, config.data.test_fraction,
+                                 config.data.split_seed)
+    manifest.attrs["ignored"] = ignored
+    return manifest
+
+
+def _near_duplicate_groups(manifest: pd.DataFrame, config: Config) -> list | None:
+    try:
+        from cxrkit.data.audit import near_duplicate_groups
+    except ImportError:
+        return None
+    return near_duplicate_groups(list(manifest["path"]), config.data.near_duplicate_distance)
+
+
+def _load_split_images(manifest: pd.DataFrame, prep: Preprocessing, config: Config, use_test: bool):
+    splits = ["train", "val"] + (["test"] if use_test else [])
+    wanted = manifest[manifest["split"].isin(splits)].reset_index(drop=True)
+    images, failures = load_cached_images(list(wanted["path"]), prep, config.data.cache_dir)
+    readable = wanted[~wanted["path"].isin(failures)].reset_index(drop=True)
+    return readable, images, failures
+
+
+def _class_weights(labels: np.ndarray, num_classes: int, mode: str) -> torch.Tensor | None:
+    if mode == "none":
+        return None
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    weights = counts.sum() / (num_classes * np.maximum(counts, 1))
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def _normalisation(config: Config, train_images: np.ndarray):
+    channels = config.preprocess.channels
+    mode = config.preprocess.normalization
+    if mode == "auto":
+        mode = "imagenet" if config.model.weights == "imagenet" else "dataset"
+    if mode == "imagenet":
+        return imagenet_stats(channels)
+    sample = train_images[:: max(1, len(train_images) // 2000)].astype(np.float32) / 255.0
+    return channel_stats(channels, float(sample.mean()), float(max(sample.std(), 1e-3)))
+
+
+def _trainer(config: Config, run_dir: Path, callbacks: Sequence, monitor_mode: str):
+    import lightning as L
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, OnExceptionCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    train = config.train
+    checkpoints = run_dir / "checkpoints"
+    all_callbacks = [
+        ModelCheckpoint(dirpath=checkpoints, filename="best", monitor=train.monitor, mode=monitor_mode,
+                        save_last=True, enable_version_counter=False),
+        OnExceptionCheckpoint(dirpath=checkpoints, filename="interrupted"),
+        Throughput(),
+        *callbacks,
+    ]
+    if train.early_stopping_patience:
+        all_callbacks.append(EarlyStopping(monitor=train.monitor, mode=monitor_mode,
+                                           patience=train.early_stopping_patience, check_finite=False))
+    loggers = [CSVLogger(save_dir=run_dir, name="logs")]
+    try:
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        import tensorboard  # noqa: F401
+
+        loggers.append(TensorBoardLogger(save_dir=run_dir, name="tensorboard", version=""))
+    except ImportError:
+        pass
+    return L.Trainer(
+        max_epochs=train.epochs,
+        accelerator=train.accelerator,
+        devices=train.devices,
+        num_nodes=train.num_nodes,
+        strategy=train.strategy,
+        precision=resolve_precision(train.precision, train.accelerator),
+        accumulate_grad_batches=train.accumulate_grad_batches,
+        gradient_clip_val=train.gradient_clip_val or None,
+        limit_train_batches=train.limit_train_batches,
+        callbacks=all_callbacks,
+        logger=loggers,
+        default_root_dir=run_dir,
+        log_every_n_steps=10,
+        deterministic=False,
+        enable_model_summary=False,
+    )
+
+
+def train(config: Config | str | None = None, *, callbacks: Sequence = (), use_test: bool = True,
+          overwrite: bool = False, resume: str | Path | None = None, **overrides) -> Path:
+    """Train per `config` (a Config, or a recipe name plus dotted overrides); return the run folder.
+
+    `use_test=False` never decodes, predicts or evaluates the test split (used by tuning).
+    `resume` continues an interrupted run folder from its last checkpoint.
+    """
+    import lightning as L
+
+    from cxrkit.training.module import Classifier
+
+    if resume is not None:
+        run_dir = Path(resume).expanduser()
+        config = load_config_file(run_dir)
+        config.data.split_file = str(run_dir / "split.csv")
+        checkpoint = _resume_checkpoint(run_dir)
+    else:
+        if not isinstance(config, Config):
+            config = build_config(config, overrides)
+        run_dir = run_dir_for(config)
+        prepare_run_dir(run_dir, overwrite)
+        checkpoint = None
+    L.seed_everything(config.train.seed, workers=True, verbose=False)
+    started = time.perf_counter()
+
+    manifest = build_split(config, use_test)
+    classes = sorted(manifest["label"].unique())
+    prep = Preprocessing(image_size=config.preprocess.image_size, resize=config.preprocess.resize,
+                         channels=config.preprocess.channels, enhancement=config.preprocess.enhancement,
+                         clahe_clip_limit=config.preprocess.clahe_clip_limit,
+                         clahe_tile_grid=config.preprocess.clahe_tile_grid)
+    readable, images, failures = _load_split_images(manifest, prep, config, use_test)
+    _write_skipped(run_dir, failures, manifest.attrs.get("ignored", []))
+    used = manifest[~manifest["path"].isin(failures)]
+    write_split_file(used, run_dir / "split.csv")
+    (run_dir / "classes.json").write_text(json.dumps(classes, indent=2))
+    (run_dir / "config.yaml").write_text(config_to_yaml(config))
+
+    labels = readable["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    masks = {s: (readable["split"] == s).to_numpy() for s in ("train", "val", "test")}
+    for split in ("train", "val"):
+        if not masks[split].any():
+            raise CxrkitError(f"the {split} split has no readable images; check --data and skipped.csv")
+    mean, std = _normalisation(config, images[masks["train"]])
+    prep = Preprocessing(**{**prep.to_dict(), "mean": mean, "std": std})
+    single_logit = config.train.loss == "bce"
+    if single_logit and len(classes) != 2:
+        raise CxrkitError(f"train.loss=bce needs exactly 2 classes, found {len(classes)}; use ce or focal")
+    model_spec = {"name": config.model.name, "num_classes": 1 if single_logit else len(classes),
+                  "in_channels": config.preprocess.channels, "dropout": config.model.dropout,
+                  **{k: getattr(config.model, k) for k in
+                     ("width", "depth", "kernel_size", "stride", "padding", "pooling")}}
+    model = build_model(**model_spec, weights=config.model.weights, freeze=config.model.freeze)
+    _check_forward(model, config)
+    if config.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+
+    augment = train_augmentation(config.augment, config.preprocess.image_size)
+    datasets = {s: CachedImageDataset(images[m], labels[m], augment if s == "train" else None)
+                for s, m in masks.items() if m.any()}
+    data = CachedDataModule(datasets, config.train.batch_size, config.data.num_workers,
+                            oversample=config.train.sampler == "oversample", seed=config.train.seed)
+    module = Classifier(model, len(classes), config.train, mean, std, config.preprocess.channels,
+                        _class_weights(labels[masks["train"]], len(classes), config.train.class_weights),
+                        single_logit)
+    monitor_mode = "min" if config.train.monitor == "val_loss" else "max"
+    trainer = _trainer(config, run_dir, callbacks, monitor_mode)
+    try:
+        trainer.fit(module, datamodule=data, **({"ckpt_path": checkpoint} if checkpoint else {}))
+    except SystemExit as stop:
+        raise TrainingInterrupted(
+            f"training interrupted; checkpoint saved, continue with: cxrkit train --resume {run_dir}") from stop
+    if trainer.interrupted:
+        raise TrainingInterrupted(f"training interrupted; continue with: cxrkit train --resume {run_dir}")
+
+    best = trainer.checkpoint_callback.best_model_path
+    if best and Path(best).is_file():
+        state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
+        module.load_state_dict(state)
+    _save_model(run_dir, module.model, classes, prep, model_spec, single_logit, config)
+    info = {
+        "wall_time_s": round(time.perf_counter() - started, 1),
+        "images_per_s": round(trainer.callback_metrics.get("img_per_s", torch.tensor(float("nan"))).item(), 1),
+        "parameters": count_parameters(module.model),
+        "trainable_parameters": count_parameters(module.model, trainable_only=True),
+        "epochs_run": trainer.current_epoch,
+        "best_val_metric": _as_float(trainer.checkpoint_callback.best_model_score),
+        "monitor": config.train.monitor,
+        "precision": str(trainer.precision),
+        "split_sizes": {s: int(m.sum()) for s, m in masks.items()},
+        "skipped": len(failures),
+    }
+    (run_dir / "training.json").write_text(json.dumps(info, indent=2))
+    merge_epoch_logs(run_dir / "logs", run_dir / "metrics.csv")
+    plot_training_curves(run_dir / "metrics.csv", run_dir / "training_curves.png")
+    if use_test:
+        _evaluate(run_dir)
+    return run_dir
+
+
+def _as_float(value) -> float | None:
+    return None if value is None else float(value)
+
+
+def _resume_checkpoint(run_dir: Path) -> str:
+    checkpoints = [p for p in (run_dir / "checkpoints").glob("*.ckpt") if p.stem in ("last", "interrupted")]
+    if not (run_dir / "config.yaml").is_file() or not checkpoints:
+        raise CxrkitError(f"--resume {run_dir}: no config.yaml or checkpoints/last.ckpt to resume from")
+    return str(max(checkpoints, key=lambda p: p.stat().st_mtime))
+
+
+def _check_forward(model, config: Config) -> None:
+    size = config.preprocess.image_size
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(2, config.preprocess.channels, size, size))
+        model.train()
+    except RuntimeError as error:
+        raise CxrkitError(f"model {config.model.name} cannot take {size}x{size} input with these "
+                          f"settings ({str(error).splitlines()[0]}); raise preprocess.image_size or "
+                          "reduce model.depth/stride") from error
+
+
+def _save_model(run_dir: Path, model, classes, prep: Preprocessing, model_spec: dict,
+                single_logit: bool, config: Config) -> None:
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    torch.save({
+        "format": CHECKPOINT_FORMAT,
+        "state_dict": state,
+        "classes": list(classes),
+        "preprocessing": prep.to_dict(),
+        "model": model_spec,
+        "single_logit": single_logit,
+        "info": {"model_name": config.model.name, "recipe": config.recipe, "run": run_dir.name},
+    }, run_dir / CHECKPOINT_NAME)
+
+
+def _write_skipped(run_dir: Path, failures: dict[str, str], ignored: list[str]) -> None:
+    rows = [(p, r) for p, r in failures.items()] + [(p, "not an image file (suffix)") for p in ignored]
+    if rows:
+        pd.DataFrame(rows, columns=["path", "reason"]).to_csv(run_dir / "skipped.csv", index=False)
+        log.warning("skipped %d file(s) that could not be used; listed in %s", len(rows),
+                    run_dir / "skipped.csv")
+
+
+def _evaluate(run_dir: Path) -> None:
+    try:
+        from cxrkit.evaluation import evaluate_run
+    except ImportError:
+        return
+    evaluate_run(run_dir)

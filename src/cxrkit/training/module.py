@@ -1,0 +1,124 @@
+"""The LightningModule: normalisation, loss, optimiser and schedule; the Trainer does the rest."""
+
+from __future__ import annotations
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+from torch import nn
+
+from cxrkit.config import TrainConfig
+from cxrkit.inference import probabilities_from_logits
+
+OPTIMIZERS = {
+    "adam": lambda params, c: torch.optim.Adam(params, lr=c.lr, eps=c.eps, weight_decay=c.weight_decay),
+    "adamw": lambda params, c: torch.optim.AdamW(params, lr=c.lr, eps=c.eps, weight_decay=c.weight_decay),
+    "sgd": lambda params, c: torch.optim.SGD(params, lr=c.lr, momentum=c.momentum,
+                                             weight_decay=c.weight_decay, nesterov=c.momentum > 0),
+    "rmsprop": lambda params, c: torch.optim.RMSprop(params, lr=c.lr, eps=c.eps, momentum=c.momentum,
+                                                     weight_decay=c.weight_decay),
+}
+
+
+def focal_loss(logits: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor | None,
+               gamma: float) -> torch.Tensor:
+    """Multi-class focal loss (Lin et al. 2017) with optional class weights."""
+    log_probs = F.log_softmax(logits.float(), dim=1)
+    target_log_probs = log_probs.gather(1, targets[:, None]).squeeze(1)
+    loss = -((1 - target_log_probs.exp()) ** gamma) * target_log_probs
+    if weight is not None:
+        loss = loss * weight[targets]
+    return loss.mean()
+
+
+class Classifier(L.LightningModule):
+    """Wraps a registry model: uint8 batches in, normalised on the fly, logits out."""
+
+    def __init__(self, model: nn.Module, num_classes: int, train_config: TrainConfig,
+                 mean: tuple[float, ...], std: tuple[float, ...], channels: int,
+                 class_weights: torch.Tensor | None = None, single_logit: bool = False):
+        super().__init__()
+        self.model = model
+        self.num_classes = num_classes
+        self.config = train_config
+        self.channels = channels
+        self.single_logit = single_logit
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("class_weights", class_weights if class_weights is not None else torch.ones(
+            num_classes))
+        self._val_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def normalise(self, images: torch.Tensor) -> torch.Tensor:
+        batch = images.float().div_(255.0).expand(-1, self.channels, -1, -1)
+        batch = (batch - self.mean) / self.std
+        if self.config.channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        return batch
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(self.normalise(images))
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if self.single_logit:
+            positive_weight = self.class_weights[1] / self.class_weights[0]
+            return F.binary_cross_entropy_with_logits(
+                logits.float().reshape(-1), targets.float(), pos_weight=positive_weight)
+        if self.config.loss == "focal":
+            return focal_loss(logits, targets, self.class_weights, self.config.focal_gamma)
+        return F.cross_entropy(logits.float(), targets, weight=self.class_weights)
+
+    def training_step(self, batch, batch_index):
+        images, targets = batch
+        loss = self.loss(self(images), targets)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(targets))
+        return loss
+
+    def validation_step(self, batch, batch_index):
+        images, targets = batch
+        logits = self(images)
+        self.log("val_loss", self.loss(logits, targets), on_epoch=True, prog_bar=False,
+                 batch_size=len(targets))
+        self._val_outputs.append((probabilities_from_logits(logits, self.single_logit).cpu(), targets.cpu()))
+
+    def on_validation_epoch_end(self):
+        if not self._val_outputs:
+            return
+        probabilities = torch.cat([p for p, _ in self._val_outputs]).numpy()
+        targets = torch.cat([t for _, t in self._val_outputs]).numpy()
+        self._val_outputs.clear()
+        predictions = probabilities.argmax(1)
+        self.log("val_acc", float((predictions == targets).mean()), prog_bar=True)
+        self.log("val_balanced_acc", float(balanced_accuracy_score(targets, predictions)))
+        self.log("val_auroc", _auroc(targets, probabilities), prog_bar=True)
+
+    def configure_optimizers(self):
+        parameters = [p for p in self.parameters() if p.requires_grad]
+        optimizer = OPTIMIZERS[self.config.optimizer](parameters, self.config)
+        scheduler = self.config.scheduler
+        if scheduler == "none":
+            return optimizer
+        if scheduler == "plateau":
+            mode = "min" if self.config.monitor == "val_loss" else "max"
+            plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer, mode=mode, factor=self.config.plateau_factor, patience=self.config.plateau_patience)
+            return {"optimizer": optimizer,
+                    "lr_scheduler": {"scheduler": plateau, "monitor": self.config.monitor}}
+        steps = int(self.trainer.estimated_stepping_batches)
+        if scheduler == "cosine":
+            schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, steps))
+        else:
+            schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=self.config.lr,
+                                                           total_steps=max(2, steps))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+def _auroc(targets: np.ndarray, probabilities: np.ndarray) -> float:
+    """ROC-AUC (one-vs-rest macro for multi-class); NaN when a class is missing."""
+    if len(np.unique(targets)) < probabilities.shape[1]:
+        return float("nan")
+    if probabilities.shape[1] == 2:
+        return float(roc_auc_score(targets, probabilities[:, 1]))
+    return float(roc_auc_score(targets, probabilities, multi_class="ovr", average="macro"))
