@@ -30,13 +30,28 @@ OUTPUT_NAME = "probabilities"
 CHECK_BATCH_SIZES = (1, 5)
 
 
-def file_model_id(path: Path, name: str) -> str:
-    """A model id that names the exact weights: `name@` and the first 12 hex digits of sha256."""
+def file_sha256(path: Path) -> str:
+    """sha256 hex digest of a file."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
-    return f"{name}@{digest.hexdigest()[:12]}"
+    return digest.hexdigest()
+
+
+def run_model_id(run_dir: Path) -> str:
+    """Id naming the exact weights: run name, `@`, 12 hex digits of model.ckpt's sha256."""
+    return f"{run_dir.name}@{file_sha256(run_dir / 'model.ckpt')[:12]}"
+
+
+def frozen_operating_point(run_dir: Path) -> dict | None:
+    """The run's operating_points.json, refused if it was chosen for other weights."""
+    points = read_run_json(run_dir, "operating_points.json")
+    fingerprint = (points or {}).get("model_sha256")
+    if fingerprint and fingerprint != file_sha256(run_dir / "model.ckpt"):
+        raise CxrkitError(f"{run_dir}/operating_points.json was chosen for a different model.ckpt; "
+                          f"re-evaluate the run first (`cxrkit evaluate {run_dir} --overwrite`)")
+    return points
 
 
 def read_run_json(run_dir: Path, name: str) -> dict | None:
@@ -47,20 +62,21 @@ def read_run_json(run_dir: Path, name: str) -> dict | None:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as error:
-        raise CxrkitError(f"{path}: not readable JSON ({error}); re-run `cxrkit evaluate`") from error
+        raise CxrkitError(f"{path}: not readable JSON ({error}); "
+                          "re-run `cxrkit evaluate`") from error
 
 
-def export_metadata(run_dir: Path, checkpoint: dict, model_id: str) -> dict:
+def export_metadata(run_dir: Path, checkpoint: dict) -> dict:
     """Everything a runtime needs besides the graph: contract, classes, operating point, metrics."""
     return {
         "format": METADATA_FORMAT,
-        "model_id": model_id,
+        "model_id": run_model_id(run_dir),
         "classes": list(checkpoint["classes"]),
         "preprocessing": checkpoint["preprocessing"],
         "single_logit": bool(checkpoint.get("single_logit", False)),
         "model": checkpoint["model"],
         "info": {"model_name": checkpoint["model"]["name"], **checkpoint.get("info", {})},
-        "operating_point": read_run_json(run_dir, "operating_points.json"),
+        "operating_point": frozen_operating_point(run_dir),
         "test_metrics": read_run_json(run_dir, "test_metrics.json"),
         "input": INPUT_NAME,
         "output": OUTPUT_NAME,
@@ -81,13 +97,14 @@ def export_model(run_dir: str | Path, format: str = "onnx", out: str | Path | No
     run_dir = checkpoint_path.parent
     out = Path(out).expanduser() if out is not None else run_dir / DEFAULT_NAMES[format]
     if out.exists() and not overwrite:
-        raise CxrkitError(f"{out} already exists; pass --overwrite to replace it or --out another file")
+        raise CxrkitError(f"{out} already exists; pass --overwrite to replace it "
+                          "or --out another file")
     if not out.parent.is_dir():
         raise CxrkitError(f"--out {out}: folder {out.parent} does not exist; create it first")
 
     predictor = load_torch_predictor(checkpoint_path)
     checkpoint = read_checkpoint(checkpoint_path)
-    metadata = export_metadata(run_dir, checkpoint, file_model_id(checkpoint_path, run_dir.name))
+    metadata = export_metadata(run_dir, checkpoint)
     wrapped = _probability_model(predictor.model, predictor.single_logit)
     check_inputs = [_check_batch(predictor.preprocessing, size, seed)
                     for seed, size in enumerate(CHECK_BATCH_SIZES)]

@@ -66,7 +66,7 @@ class OnnxPredictor:
 
 
 def session_options(threads: int | None = None):
-    """onnxruntime options: all graph optimisations; `threads` intra-op threads (None: ORT picks)."""
+    """onnxruntime options: all graph optimisations; `threads` intra-op threads (None: ORT's)."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()

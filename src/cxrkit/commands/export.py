@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
 EQUIVALENCE_TOLERANCE = 1e-4
 
@@ -15,7 +16,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("run", help="run folder made by `cxrkit train` (or its model.ckpt)")
     parser.add_argument("--format", choices=("onnx", "torchscript"), default="onnx",
                         help="file format (default onnx)")
-    parser.add_argument("--out", help="output file (default RUN/model.onnx or RUN/model.torchscript.pt)")
+    parser.add_argument("--out", help="output file "
+                                      "(default RUN/model.onnx or RUN/model.torchscript.pt)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     parser.set_defaults(func=handler)
 
@@ -23,6 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def handler(args: argparse.Namespace) -> int:
     from cxrkit.export import export_model
 
+    for chatty in ("onnxscript", "onnx_ir"):  # the ONNX exporter logs each optimiser pass
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     result = export_model(args.run, format=args.format, out=args.out, overwrite=args.overwrite)
     sizes = ", ".join(str(size) for size in result["checked_batch_sizes"])
     verdict = "ok" if result["max_abs_diff"] <= EQUIVALENCE_TOLERANCE else "FAILED"

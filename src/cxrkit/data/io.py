@@ -2,12 +2,18 @@
 
 X-rays are grey-level images: RGB and RGBA inputs are converted to grey, 16-bit PNG/TIFF
 is scaled by its real range, and DICOM goes through `cxrkit.data.dicom`.
+
+Decoding is bounded: files over `MAX_IMAGE_PIXELS` are refused before their pixels are read
+(a decompression bomb cannot exhaust memory), JPEGs are decoded at reduced scale by libjpeg,
+and every decoded image longer than `MAX_DECODE_SIDE` is shrunk to it, far above any model
+input size.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
@@ -15,8 +21,12 @@ from cxrkit.errors import CxrkitError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"}
 DICOM_SUFFIXES = {".dcm", ".dicom"}
-MAX_IMAGE_PIXELS = 20_000 * 20_000
+MAX_IMAGE_PIXELS = 16_384 * 16_384
+MAX_DECODE_SIDE = 4096
 Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+_ROWS_PER_CHUNK = 256
+BIT_DEPTHS = {"1": 1, "L": 8, "P": 8, "LA": 8, "PA": 8, "RGB": 8, "RGBA": 8, "CMYK": 8,
+              "YCbCr": 8, "I;16": 16, "I;16B": 16, "I;16L": 16, "I": 32, "F": 32}
 
 
 def is_image_file(path: str | Path) -> bool:
@@ -24,15 +34,42 @@ def is_image_file(path: str | Path) -> bool:
     return Path(path).suffix.lower() in IMAGE_SUFFIXES
 
 
+def check_pixel_count(width: int, height: int, path: str | Path) -> None:
+    """Refuse images over MAX_IMAGE_PIXELS before decoding them (decompression-bomb guard)."""
+    if width * height > MAX_IMAGE_PIXELS:
+        raise CxrkitError(
+            f"{path}: {width}x{height} pixels is over the {MAX_IMAGE_PIXELS:,}-pixel limit for "
+            "safe decoding; downsample the file (a chest X-ray needs at most a few thousand "
+            "pixels a side)")
+
+
 def to_uint8(array: np.ndarray) -> np.ndarray:
-    """Scale any numeric 2-D array to uint8 using its own min/max (uint8 passes unchanged)."""
+    """Scale any numeric 2-D array to uint8 using its own min/max (uint8 passes unchanged).
+
+    Rows are scaled a block at a time, so a large 16-bit image never gets a full float copy.
+    """
     if array.dtype == np.uint8:
         return array
-    array = array.astype(np.float32)
     low, high = float(array.min()), float(array.max())
     if high <= low:
         return np.zeros(array.shape, dtype=np.uint8)
-    return np.round((array - low) * (255.0 / (high - low))).astype(np.uint8)
+    scale = 255.0 / (high - low)
+    out = np.empty(array.shape, dtype=np.uint8)
+    for start in range(0, array.shape[0], _ROWS_PER_CHUNK):
+        rows = array[start:start + _ROWS_PER_CHUNK].astype(np.float64)
+        out[start:start + _ROWS_PER_CHUNK] = np.round((rows - low) * scale)
+    return out
+
+
+def limit_side(gray: np.ndarray) -> np.ndarray:
+    """Shrink a uint8 grey image whose long side exceeds MAX_DECODE_SIDE (area averaging)."""
+    height, width = gray.shape
+    longest = max(height, width)
+    if longest <= MAX_DECODE_SIDE:
+        return gray
+    scale = MAX_DECODE_SIDE / longest
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
 
 
 def pil_to_gray(image: Image.Image) -> np.ndarray:
@@ -59,23 +96,48 @@ def array_to_gray(array: np.ndarray) -> np.ndarray:
     raise CxrkitError(f"image array has shape {array.shape}; expected HxW, HxWx1, HxWx3 or HxWx4")
 
 
-def read_gray(path: str | Path) -> np.ndarray:
-    """Read an image file as a 2-D uint8 grey array, or raise CxrkitError naming the file."""
-    path = Path(path)
+def _check_file(path: Path) -> None:
     if not path.is_file():
         raise CxrkitError(f"{path}: no such image file")
     if path.stat().st_size == 0:
         raise CxrkitError(f"{path}: file is empty (0 bytes); remove or replace it")
+
+
+def read_gray(path: str | Path) -> np.ndarray:
+    """Read an image file as a 2-D uint8 grey array, or raise CxrkitError naming the file.
+
+    Images longer than MAX_DECODE_SIDE come back shrunk to it (see the module docstring).
+    """
+    path = Path(path)
+    _check_file(path)
     if path.suffix.lower() in DICOM_SUFFIXES:
         from cxrkit.data.dicom import read_dicom_gray
 
         return read_dicom_gray(path)
     try:
         with Image.open(path) as image:
-            image.draft("L", (4096, 4096))
-            return pil_to_gray(image)
+            check_pixel_count(*image.size, path)
+            image.draft("L", (MAX_DECODE_SIDE, MAX_DECODE_SIDE))
+            return limit_side(pil_to_gray(image))
     except Image.DecompressionBombError as error:
         raise CxrkitError(f"{path}: image too large to decode safely ({error})") from error
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise CxrkitError(f"{path}: not a readable image ({error})") from error
+
+
+def image_info(path: str | Path) -> dict:
+    """Format, mode, bit depth and size read from the file header, without decoding pixels."""
+    path = Path(path)
+    _check_file(path)
+    if path.suffix.lower() in DICOM_SUFFIXES:
+        from cxrkit.data.dicom import dicom_info
+
+        return dicom_info(path)
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            return {"format": image.format or path.suffix.lstrip(".").upper(), "mode": image.mode,
+                    "bit_depth": BIT_DEPTHS.get(image.mode, 8), "width": width, "height": height}
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise CxrkitError(f"{path}: not a readable image ({error})") from error
 
@@ -88,4 +150,5 @@ def to_gray(image) -> np.ndarray:
         return pil_to_gray(image)
     if isinstance(image, np.ndarray):
         return array_to_gray(image)
-    raise CxrkitError(f"cannot read an image from {type(image).__name__}; pass a path, PIL image or array")
+    raise CxrkitError(f"cannot read an image from {type(image).__name__}; "
+                      "pass a path, PIL image or array")

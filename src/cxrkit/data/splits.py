@@ -37,7 +37,7 @@ def assign_splits(
     manifest = manifest.copy()
     labels = manifest["label"].to_numpy()
     groups = effective_groups(manifest)
-    split = manifest["split"].astype(object).where(manifest["split"].notna(), None).to_numpy()
+    split = np.array(manifest["split"].astype(object).where(manifest["split"].notna(), None), dtype=object)
     if all(s is None for s in split):
         split = np.array(["train"] * len(manifest), dtype=object)
     elif any(s is None for s in split):

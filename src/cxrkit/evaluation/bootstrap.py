@@ -46,7 +46,7 @@ def weighted_auc(scores: np.ndarray, positive: np.ndarray, weights: np.ndarray) 
 def bootstrap_distributions(y_true: np.ndarray, probabilities: np.ndarray, y_pred: np.ndarray,
                             positive_index: int | None, n_resamples: int = 1000,
                             seed: int = 0) -> dict[str, np.ndarray]:
-    """Resampled accuracy, ROC-AUC and (per class, or for the positive class) sensitivity/specificity."""
+    """Resampled accuracy, ROC-AUC and sensitivity/specificity (positive class, or per class)."""
     y_true = np.asarray(y_true, dtype=int)
     y_pred = np.asarray(y_pred, dtype=int)
     probabilities = np.asarray(probabilities, dtype=np.float64)

@@ -23,9 +23,9 @@ def check_probabilities(probabilities: np.ndarray, n_classes: int, where: str = 
                           f"expected (N, {n_classes}) for the model's {n_classes} classes")
     bad = ~np.isfinite(probabilities).all(axis=1)
     if bad.any():
-        raise CxrkitError(f"{place}the model produced NaN/inf probabilities for {int(bad.sum())} of "
-                          f"{len(bad)} image(s); the checkpoint is broken (did training diverge? "
-                          "retrain with a lower train.lr)")
+        raise CxrkitError(f"{place}the model produced NaN/inf probabilities for "
+                          f"{int(bad.sum())} of {len(bad)} image(s); the checkpoint is broken "
+                          "(did training diverge? retrain with a lower train.lr)")
     if (probabilities < -1e-6).any() or (probabilities > 1 + 1e-6).any() or not np.allclose(
             probabilities.sum(axis=1), 1.0, atol=1e-3):
         raise CxrkitError(f"{place}probabilities must lie in [0, 1] and sum to 1 per row")
@@ -60,7 +60,6 @@ def expected_calibration_error(correct: np.ndarray, confidence: np.ndarray,
     correct = np.asarray(correct, dtype=np.float64)
     confidence = np.asarray(confidence, dtype=np.float64)
     bins = np.minimum((confidence * n_bins).astype(int), n_bins - 1)
-    counts = np.bincount(bins, minlength=n_bins)
     observed = np.bincount(bins, weights=correct, minlength=n_bins)
     predicted = np.bincount(bins, weights=confidence, minlength=n_bins)
     return float(np.abs(observed - predicted).sum() / max(len(correct), 1))
@@ -84,13 +83,14 @@ def calibration_metrics(y_true: np.ndarray, probabilities: np.ndarray,
     if positive_index is not None:
         brier = skm.brier_score_loss(y_true == positive_index, probabilities[:, positive_index])
     else:
-        brier = skm.brier_score_loss(y_true, probabilities, labels=list(range(probabilities.shape[1])))
+        labels = list(range(probabilities.shape[1]))
+        brier = skm.brier_score_loss(y_true, probabilities, labels=labels)
     outcome, probability = calibration_target(y_true, probabilities, positive_index)
     return {"brier": float(brier), "ece": expected_calibration_error(outcome, probability)}
 
 
 def roc_auc(y_true: np.ndarray, probabilities: np.ndarray, positive_index: int | None) -> dict:
-    """ROC-AUC and PR-AUC (average precision): binary on the positive class, else one-vs-rest macro."""
+    """ROC-AUC and PR-AUC (average precision); multi-class: one-vs-rest macro, present classes."""
     if positive_index is not None:
         positive = y_true == positive_index
         scores = probabilities[:, positive_index]
@@ -101,7 +101,8 @@ def roc_auc(y_true: np.ndarray, probabilities: np.ndarray, positive_index: int |
         positive = y_true == index
         if 0 < positive.sum() < len(positive):
             per_class_roc[index] = float(skm.roc_auc_score(positive, probabilities[:, index]))
-            per_class_pr[index] = float(skm.average_precision_score(positive, probabilities[:, index]))
+            per_class_pr[index] = float(
+                skm.average_precision_score(positive, probabilities[:, index]))
     return {"roc_auc": float(np.mean(list(per_class_roc.values()))),
             "pr_auc": float(np.mean(list(per_class_pr.values()))),
             "per_class_roc_auc": per_class_roc, "per_class_pr_auc": per_class_pr}

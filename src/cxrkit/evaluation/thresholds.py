@@ -73,7 +73,8 @@ def choose_thresholds(positive: np.ndarray, scores: np.ndarray,
         f1 = np.nan_to_num(2 * precision * recall / (precision + recall))[:-1]
     best_f1 = pr_thresholds[np.argmax(f1)]
     points = {
-        "argmax": _rates(positive, scores, 0.5) | {"rule": "P(positive) >= 0.5 (the most probable class)"},
+        "argmax": _rates(positive, scores, 0.5) | {
+            "rule": "P(positive) >= 0.5 (the most probable class)"},
         "youden": _rates(positive, scores, youden) | {"rule": "max sensitivity + specificity - 1"},
         "max_f1": _rates(positive, scores, best_f1) | {"rule": "max F1 of the positive class"},
         sensitivity_point_name(target_sensitivity): _rates(positive, scores, sensitive) | {
@@ -113,7 +114,8 @@ def check_point_name(name: str, points: dict) -> None:
                           "--operating-point sensitivity --sensitivity S --overwrite")
 
 
-def predict_at(probabilities: np.ndarray, operating_points: dict, name: str | None = None) -> np.ndarray:
+def predict_at(probabilities: np.ndarray, operating_points: dict,
+               name: str | None = None) -> np.ndarray:
     """Class indices decided at an operating point (its threshold, or argmax without one)."""
     point = operating_points["points"][name or operating_points["selected"]]
     positive_index = operating_points.get("positive_index")

@@ -15,6 +15,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import yaml
 
 from cxrkit.config import Config
@@ -28,24 +29,35 @@ SETTINGS_FILE = "experiment.yaml"
 SPLIT_FILE = "split.csv"
 
 
-def run_experiment(spec: ExperimentSpec, out_dir: str | Path, *, data: str | None = None,
-                   jobs: int = 1, overrides: dict[str, Any] | None = None) -> Path:
-    """Train the variants not yet done, then write results.csv, results.md and plots; return out_dir."""
+def run_experiment(
+    spec: ExperimentSpec,
+    out_dir: str | Path,
+    *,
+    data: str | None = None,
+    jobs: int = 1,
+    overrides: dict[str, Any] | None = None,
+) -> pd.DataFrame:
+    """Train the variants not yet done, write results.csv/.md and plots; return the table."""
     if jobs < 1:
         raise CxrkitError(f"--jobs {jobs}: give 1 or more parallel trainings")
     out_dir = Path(out_dir).expanduser()
-    shared = base_overrides(spec, _absolute(data), overrides)
+    shared = base_overrides(spec, data, overrides)
     variants = plan_variants(spec, shared)
     claim_out_dir(out_dir, spec, shared)
     split = shared_split(variants[0].config, out_dir, spec.split)
     variants = [place_variant(v, out_dir / "runs", split) for v in variants]
     todo = [v for v in variants if not is_finished(run_dir_of(v))]
-    log.info("experiment %s: %d variant(s), %d done, %d to train", spec.name, len(variants),
-             len(variants) - len(todo), len(todo))
+    log.info(
+        "experiment %s: %d variant(s), %d done, %d to train",
+        spec.name,
+        len(variants),
+        len(variants) - len(todo),
+        len(todo),
+    )
     errors = train_all(todo, jobs)
     table = collect_results(spec, variants, errors)
     write_results(spec, table, out_dir)
-    return out_dir
+    return table
 
 
 def claim_out_dir(out_dir: Path, spec: ExperimentSpec, shared: dict[str, Any]) -> None:
@@ -55,9 +67,13 @@ def claim_out_dir(out_dir: Path, spec: ExperimentSpec, shared: dict[str, Any]) -
     if path.is_file():
         before = yaml.safe_load(path.read_text()) or {}
         if before != settings:
-            changed = sorted(k for k in set(before) | set(settings) if before.get(k) != settings.get(k))
-            raise CxrkitError(f"{out_dir} holds an experiment with other settings ({', '.join(changed)} "
-                              f"differ, see {path}); give another --out to keep both")
+            changed = sorted(
+                k for k in set(before) | set(settings) if before.get(k) != settings.get(k)
+            )
+            raise CxrkitError(
+                f"{out_dir} holds an experiment with other settings ({', '.join(changed)} "
+                f"differ, see {path}); give another --out to keep both"
+            )
         return
     if out_dir.exists() and any(out_dir.iterdir()):
         raise CxrkitError(f"{out_dir} exists and is not an experiment folder; give another --out")
@@ -100,13 +116,17 @@ def is_finished(run_dir: Path) -> bool:
 
 
 def train_all(variants: list[Variant], jobs: int) -> dict[str, str]:
-    """Train each variant (in `jobs` processes); return {variant name: error} for the failed ones."""
+    """Train each variant (in `jobs` processes); return {name: error} of the failed ones."""
     if jobs == 1 or len(variants) <= 1:
         results = {v.name: train_variant(v.config) for v in variants}
     else:
         threads = max(1, (os.cpu_count() or 1) // jobs)
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"),
-                                 initializer=_limit_threads, initargs=(threads,)) as pool:
+        with ProcessPoolExecutor(
+            max_workers=jobs,
+            mp_context=get_context("spawn"),
+            initializer=_limit_threads,
+            initargs=(threads,),
+        ) as pool:
             futures = {pool.submit(train_variant, v.config): v.name for v in variants}
             results = {futures[f]: f.result() for f in as_completed(futures)}
     return {name: error for name, error in results.items() if error}
@@ -119,6 +139,7 @@ def train_variant(config: Config) -> str | None:
     run_dir = run_dir_for(config)
     try:
         if list((run_dir / "checkpoints").glob("*.ckpt")):
+            clear_evaluation(run_dir)
             train(resume=run_dir)
         else:
             train(config, overwrite=True)
@@ -134,13 +155,16 @@ def train_variant(config: Config) -> str | None:
     return None
 
 
+def clear_evaluation(run_dir: Path) -> None:
+    """Remove what an interrupted evaluation left, so the resumed run evaluates its final model."""
+    from cxrkit.evaluation.run import RUN_OUTPUTS
+    from cxrkit.evaluation.thresholds import OPERATING_POINTS_FILE
+
+    for name in (*RUN_OUTPUTS, OPERATING_POINTS_FILE):
+        (run_dir / name).unlink(missing_ok=True)
+
+
 def _limit_threads(threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
-
-
-def _absolute(data: str | None) -> str | None:
-    if not data or data.startswith(("hf:", "kaggle:")):
-        return data
-    return str(Path(data).expanduser().resolve())

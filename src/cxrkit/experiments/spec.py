@@ -11,7 +11,7 @@ A spec is YAML::
       train.optimizer: [sgd, adam, rmsprop]
     mode: grid                     # grid: every combination; one-at-a-time: each axis alone
     variants: []                   # extra variants, each a mapping of overrides
-    metric: auroc                  # test metric that ranks the variants
+    metric: roc_auc                # test metric (metrics.json) that ranks the variants
     search:                        # ranges for `cxrkit tune` (default: the axes as choices)
       train.lr: {low: 1.0e-5, high: 1.0e-2, log: true}
 """
@@ -30,17 +30,28 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from cxrkit.config import Config, build_config
 from cxrkit.errors import CxrkitError
 
-LOWER_IS_BETTER = ("loss", "brier", "ece", "log_loss", "fpr", "fnr")
+TEST_METRICS = (
+    "roc_auc",
+    "pr_auc",
+    "accuracy",
+    "balanced_accuracy",
+    "sensitivity",
+    "specificity",
+    "macro_f1",
+    "brier",
+    "ece",
+)
+LOWER_IS_BETTER = ("brier", "ece")
 
 
 class Range(BaseModel):
     """A numeric search range: integers when low and high are integers and no log scale."""
 
     model_config = ConfigDict(extra="forbid")
-    low: float
-    high: float
+    low: int | float
+    high: int | float
     log: bool = False
-    step: float | None = None
+    step: int | float | None = None
 
     @model_validator(mode="after")
     def _ordered(self) -> Range:
@@ -64,7 +75,7 @@ class ExperimentSpec(BaseModel):
     axes: dict[str, list[Any]] = {}
     mode: Literal["grid", "one-at-a-time"] = "grid"
     variants: list[dict[str, Any]] = []
-    metric: str = "auroc"
+    metric: Literal[TEST_METRICS] = "roc_auc"
     search: dict[str, Range | list[Any]] = {}
 
     @model_validator(mode="after")
@@ -75,7 +86,7 @@ class ExperimentSpec(BaseModel):
         return self
 
     def higher_is_better(self) -> bool:
-        return not any(self.metric.endswith(word) for word in LOWER_IS_BETTER)
+        return self.metric not in LOWER_IS_BETTER
 
     def search_space(self) -> dict[str, Range | list[Any]]:
         """The tune ranges: `search`, or else every axis as a list of choices."""
@@ -91,12 +102,13 @@ class Variant:
     config: Config
 
 
-def load_spec(path: str | Path) -> ExperimentSpec:
-    """Read and validate a spec file; every problem names the file and the field."""
+def load_spec(path: str | Path, recipe: str | None = None) -> ExperimentSpec:
+    """Read and validate a spec file (`recipe` replaces its base recipe); problems name the file."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise CxrkitError(f"{path}: no such experiment spec; give a .yaml file "
-                          "(examples in experiments/seed003/)")
+        raise CxrkitError(
+            f"{path}: no such experiment spec; give a .yaml file (examples in experiments/seed003/)"
+        )
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
@@ -104,17 +116,27 @@ def load_spec(path: str | Path) -> ExperimentSpec:
     if not isinstance(data, dict):
         raise CxrkitError(f"{path}: an experiment spec must be a mapping (recipe, axes, ...)")
     data.setdefault("name", path.stem)
+    if recipe:
+        data["recipe"] = recipe
     try:
         spec = ExperimentSpec.model_validate(data)
     except ValidationError as error:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'spec'}: {e['msg']}"
-                             for e in error.errors())
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'spec'}: {e['msg']}" for e in error.errors()
+        )
         raise CxrkitError(f"{path}: {problems}") from None
     for key in ("data", "split"):
         value = getattr(spec, key)
         if value and not value.startswith(("hf:", "kaggle:")) and not Path(value).is_absolute():
             setattr(spec, key, str((path.parent / value).resolve()))
     return spec
+
+
+def _absolute(data: str) -> str:
+    """A local data path made absolute, so run folders stay valid from any working directory."""
+    if data.startswith(("hf:", "kaggle:")):
+        return data
+    return str(Path(data).expanduser().resolve())
 
 
 def get_dotted(config: Config, key: str) -> Any:
@@ -125,12 +147,13 @@ def get_dotted(config: Config, key: str) -> Any:
     return value
 
 
-def base_overrides(spec: ExperimentSpec, data: str | None = None,
-                   overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+def base_overrides(
+    spec: ExperimentSpec, data: str | None = None, overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Settings shared by every variant: the spec's `set`, its data, then command-line overrides."""
     shared = dict(spec.set)
     if data or spec.data:
-        shared["data.source"] = data or spec.data
+        shared["data.source"] = _absolute(data or spec.data)
     shared.update(overrides or {})
     return shared
 
@@ -139,9 +162,8 @@ def plan_variants(spec: ExperimentSpec, shared: dict[str, Any]) -> list[Variant]
     """Every variant of the spec as a validated config, named after its varied values."""
     base = _build(spec, shared, {}, "the base")
     if spec.mode == "grid":
-        keys = list(spec.axes)
-        combos = [dict(zip(keys, values)) for values in itertools.product(*spec.axes.values())]
-        combos = combos if keys else []
+        grid = itertools.product(*spec.axes.values())
+        combos = [dict(zip(spec.axes, values, strict=True)) for values in grid] if spec.axes else []
     else:
         combos = [{}] + [{key: value} for key, values in spec.axes.items() for value in values]
     combos += [dict(v) for v in spec.variants]
@@ -152,7 +174,9 @@ def plan_variants(spec: ExperimentSpec, shared: dict[str, Any]) -> list[Variant]
         config = _build(spec, shared, combo, str(combo))
         if spec.mode == "one-at-a-time":
             combo = {k: v for k, v in combo.items() if get_dotted(config, k) != get_dotted(base, k)}
-        name = "__".join(f"{labels[k]}={_format(get_dotted(config, k))}" for k in combo) or "baseline"
+        name = (
+            "__".join(f"{labels[k]}={_format(get_dotted(config, k))}" for k in combo) or "baseline"
+        )
         name = re.sub(r"[^A-Za-z0-9._=+-]", "_", name)
         if name in plans:
             continue
@@ -177,7 +201,8 @@ def _build(spec: ExperimentSpec, shared: dict, combo: dict, what: str) -> Config
 def _short_labels(keys: list[str]) -> dict[str, str]:
     """'train.lr' -> 'lr' unless two varied keys end the same way."""
     last = [key.rsplit(".", 1)[-1] for key in keys]
-    return {key: short if last.count(short) == 1 else key for key, short in zip(keys, last)}
+    pairs = zip(keys, last, strict=True)
+    return {key: short if last.count(short) == 1 else key for key, short in pairs}
 
 
 def _format(value: Any) -> str:

@@ -150,6 +150,8 @@ def build_model(
     spec = MODELS[name]
     cnn_options = {k: v for k, v in options.items() if k in CNN_OPTIONS and v is not None}
     if name in ("cnn5", "baseline_cnn"):
+        if weights == "imagenet":
+            _imagenet_state_dict(name, spec)
         model = spec.builder(num_classes, in_channels=in_channels, dropout=dropout, **(
             {k: v for k, v in cnn_options.items() if k != "dropout"} if name == "baseline_cnn" else {}))
     else:

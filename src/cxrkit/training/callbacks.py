@@ -10,6 +10,10 @@ from lightning.pytorch.callbacks import Callback
 class Throughput(Callback):
     """Logs training images per second (per epoch) as `img_per_s`."""
 
+    def __init__(self):
+        self._images = 0
+        self._started = time.perf_counter()
+
     def on_train_epoch_start(self, trainer, pl_module):
         self._images = 0
         self._started = time.perf_counter()
@@ -19,3 +23,14 @@ class Throughput(Callback):
         elapsed = time.perf_counter() - self._started
         if elapsed > 0:
             pl_module.log("img_per_s", self._images / elapsed, prog_bar=True, on_step=True, on_epoch=False)
+
+
+class SaveOnInterrupt(Callback):
+    """Saves `interrupted.ckpt` when training stops on an exception such as Ctrl-C, for --resume."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def on_exception(self, trainer, pl_module, exception):
+        if isinstance(exception, KeyboardInterrupt):
+            trainer.save_checkpoint(self.path)

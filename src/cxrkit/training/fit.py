@@ -28,7 +28,7 @@ from cxrkit.data.transforms import train_augmentation
 from cxrkit.errors import CxrkitError, TrainingInterrupted
 from cxrkit.inference import CHECKPOINT_FORMAT, CHECKPOINT_NAME
 from cxrkit.models import build_model, count_parameters
-from cxrkit.training.callbacks import Throughput
+from cxrkit.training.callbacks import SaveOnInterrupt, Throughput
 from cxrkit.training.curves import merge_epoch_logs, plot_training_curves
 from cxrkit.training.precision import resolve_precision
 
@@ -105,7 +105,7 @@ def _normalisation(config: Config, train_images: np.ndarray):
 
 def _trainer(config: Config, run_dir: Path, callbacks: Sequence, monitor_mode: str):
     import lightning as L
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, OnExceptionCheckpoint
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
     train = config.train
@@ -113,7 +113,7 @@ def _trainer(config: Config, run_dir: Path, callbacks: Sequence, monitor_mode: s
     all_callbacks = [
         ModelCheckpoint(dirpath=checkpoints, filename="best", monitor=train.monitor, mode=monitor_mode,
                         save_last=True, enable_version_counter=False),
-        OnExceptionCheckpoint(dirpath=checkpoints, filename="interrupted"),
+        SaveOnInterrupt(checkpoints / "interrupted.ckpt"),
         Throughput(),
         *callbacks,
     ]
@@ -145,6 +145,7 @@ def _trainer(config: Config, run_dir: Path, callbacks: Sequence, monitor_mode: s
         log_every_n_steps=10,
         deterministic=False,
         enable_model_summary=False,
+        num_sanity_val_steps=0,
     )
 
 

@@ -1,0 +1,67 @@
+"""`cxrkit serve (RUN | MODEL.onnx)`: the Gradio page and the REST API on one server."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+
+from cxrkit.errors import CxrkitError
+
+TOKEN_VARIABLE = "CXRKIT_TOKEN"
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "serve", help="serve a model: Gradio page and REST API on one port",
+        description="Serve a run folder or an exported ONNX model: the page at /, the REST API "
+                    "at /api/v1 (OpenAPI spec at /openapi.json). Not for clinical use.")
+    parser.add_argument("model", help="run folder made by `cxrkit train`, or a .onnx file")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to bind (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    parser.add_argument("--token", help=f"require this bearer token on the API and as the page "
+                                        f"password (default: env {TOKEN_VARIABLE}, else none)")
+    parser.add_argument("--max-upload-mb", type=float, default=20.0,
+                        help="largest accepted upload, in MB (default 20)")
+    parser.add_argument("--examples", help="folder of example images for the page "
+                                           "(default: a few test-split images of the run)")
+    parser.set_defaults(func=handler)
+
+
+def handler(args: argparse.Namespace) -> int:
+    if args.max_upload_mb <= 0:
+        raise CxrkitError(f"--max-upload-mb {args.max_upload_mb}: give a positive size in MB")
+    if not 0 < args.port < 65536:
+        raise CxrkitError(f"--port {args.port}: choose a port between 1 and 65535")
+    token = args.token or os.environ.get(TOKEN_VARIABLE) or None
+    check_port_free(args.host, args.port)
+
+    import uvicorn
+
+    from cxrkit.serve.app import build_app
+
+    app = build_app(args.model, token=token, max_upload_mb=args.max_upload_mb,
+                    examples=args.examples)
+    if args.host not in LOOPBACK and token is None:
+        print(f"warning: serving on {args.host} without a token: anyone who can reach this "
+              f"address can use the model; set --token or {TOKEN_VARIABLE}")
+    url = f"http://{args.host}:{args.port}"
+    print(f"serving {args.model} at {url}/ (API {url}/api/v1, spec {url}/openapi.json); "
+          "press Ctrl+C to stop")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Fail early with a clear message when the address cannot be bound."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise CxrkitError(f"--host {host} --port {port}: cannot listen there ({reason}); "
+                          "choose another --port or stop the program using it") from error

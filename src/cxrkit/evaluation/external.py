@@ -1,0 +1,78 @@
+"""An external dataset as one evaluation set, its class names matched to the model's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from cxrkit.data.sources import load_manifest
+from cxrkit.errors import CxrkitError
+
+
+def parse_class_map(text: str | None) -> dict[str, str]:
+    """'normal=Normal,tb=Tuberculosis' -> {'normal': 'Normal', 'tb': 'Tuberculosis'}."""
+    if not text:
+        return {}
+    mapping = {}
+    for item in text.split(","):
+        if item.count("=") != 1 or not all(part.strip() for part in item.split("=")):
+            raise CxrkitError(f"--class-map {text!r}: use DATA_CLASS=MODEL_CLASS pairs separated "
+                              "by commas, e.g. --class-map normal=Normal,tb=Tuberculosis")
+        source, target = (part.strip() for part in item.split("="))
+        mapping[source] = target
+    return mapping
+
+
+def match_classes(data_labels: list[str], classes: list[str], class_map: dict[str, str],
+                  source: str) -> dict[str, str]:
+    """Map each data label to a model class: --class-map, then exact, then case-insensitive name."""
+    unknown_targets = sorted(set(class_map.values()) - set(classes))
+    if unknown_targets:
+        raise CxrkitError(f"--class-map maps to {unknown_targets}, which the model does not have; "
+                          f"its classes are {', '.join(classes)}")
+    unknown_sources = sorted(set(class_map) - set(data_labels))
+    if unknown_sources:
+        raise CxrkitError(f"--class-map names {unknown_sources}, which are not classes of --data "
+                          f"{source} (its classes are {', '.join(data_labels)})")
+    by_lower = {name.lower(): name for name in classes}
+    mapping, unmatched = {}, []
+    for label in data_labels:
+        if label in class_map:
+            mapping[label] = class_map[label]
+        elif label in classes:
+            mapping[label] = label
+        elif label.lower() in by_lower:
+            mapping[label] = by_lower[label.lower()]
+        else:
+            unmatched.append(label)
+    if unmatched:
+        free = [name for name in classes if name not in mapping.values()] or classes
+        example = ",".join(f"{label}={free[i % len(free)]}" for i, label in enumerate(unmatched))
+        names = ", ".join(map(repr, unmatched))
+        raise CxrkitError(f"--data {source}: class(es) {names} do not match "
+                          f"the model's classes ({', '.join(classes)}); map them with "
+                          f"--class-map {example}")
+    return mapping
+
+
+def external_table(data: str | Path, classes: list[str],
+                   class_map: dict[str, str] | None = None) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Rows (path, label) of the whole dataset, labels renamed to model classes; and the mapping."""
+    manifest, _ = load_manifest(data)
+    mapping = match_classes(sorted(manifest["label"].unique()), classes, class_map or {}, str(data))
+    table = pd.DataFrame({"path": manifest["path"], "label": manifest["label"].map(mapping),
+                          "source_label": manifest["label"]})
+    return table, mapping
+
+
+def external_name(data: str | Path) -> str:
+    """Folder name for an external dataset's outputs: 'pneumonia-test' for .../pneumonia/test."""
+    text = str(data)
+    if text.startswith(("hf:", "kaggle:")):
+        return text.split(":", 1)[1].replace("/", "-").replace(":", "-")
+    path = Path(data).expanduser().resolve()
+    if path.is_file():
+        return path.stem
+    generic = {"test", "testing", "val", "valid", "validation", "train", "images", "data"}
+    return f"{path.parent.name}-{path.name}" if path.name.lower() in generic else path.name

@@ -1,0 +1,116 @@
+"""The REST API: /api/v1/predict, /api/v1/health and /api/v1/model, with JSON errors.
+
+Every error a client can cause is a 4xx JSON body `{"detail": "<one line>"}`: not an image,
+a corrupt image, an upload over the size limit, a missing or wrong field, a bad token.
+"""
+
+import secrets
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, File, HTTPException, UploadFile
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
+
+from cxrkit.errors import CxrkitError
+from cxrkit.serve.decode import UploadTooLarge, decode_image
+from cxrkit.serve.model import ServedModel, finite_json
+
+PREFIX = "/api/v1"
+FIELD = "images"
+MAX_IMAGES_PER_REQUEST = 32
+
+
+class ErrorBody(BaseModel):
+    detail: str
+
+
+class Health(BaseModel):
+    status: str
+    model_id: str
+
+
+class ImagePrediction(BaseModel):
+    filename: str
+    probabilities: dict[str, float | None]
+    decision: str
+    threshold: float | None
+    positive_class: str | None
+
+
+class PredictResponse(BaseModel):
+    model_id: str
+    decision_rule: str
+    predictions: list[ImagePrediction]
+
+
+class ModelCard(BaseModel):
+    model_id: str
+    runtime: str
+    model_name: str | None
+    classes: list[str]
+    single_logit: bool
+    input: dict
+    decision: dict
+    test_metrics: dict | None
+
+
+ERRORS = {status: {"model": ErrorBody, "description": text} for status, text in (
+    (400, "not an image, a corrupt image or a malformed body"),
+    (401, "missing or wrong bearer token"),
+    (413, "upload larger than the server's limit, or an image too many pixels a side"),
+    (422, "missing or wrong form field, or more images than allowed"),
+)}
+
+
+def build_router(served: ServedModel, token: str | None) -> APIRouter:
+    """The API routes for one served model; `token` turns on bearer-token auth."""
+    bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <token>` when "
+                        "the server was started with --token or CXRKIT_TOKEN")
+
+    def authorise(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+                  ) -> None:
+        given = credentials.credentials if credentials else ""
+        if not secrets.compare_digest(given.encode(), token.encode()):
+            raise HTTPException(401, "missing or wrong bearer token; send 'Authorization: Bearer "
+                                     "<token>'", headers={"WWW-Authenticate": "Bearer"})
+
+    router = APIRouter(prefix=PREFIX, tags=["cxrkit"])
+    errors = ERRORS if token is not None else {k: v for k, v in ERRORS.items() if k != 401}
+    guarded = {"dependencies": [Depends(authorise)] if token is not None else [],
+               "responses": errors}
+
+    @router.get("/health", response_model=Health, responses={})
+    def health() -> dict:
+        """Liveness: the server is up and has a model loaded."""
+        return {"status": "ok", "model_id": served.model_id}
+
+    @router.get("/model", response_model=ModelCard, **guarded)
+    def model() -> dict:
+        """Classes, the input contract, the decision rule and the run's test metrics."""
+        return served.card()
+
+    @router.post("/predict", response_model=PredictResponse, **guarded)
+    def predict(images: Annotated[list[UploadFile], File(
+            min_length=1, max_length=MAX_IMAGES_PER_REQUEST,
+            description=f"1 to {MAX_IMAGES_PER_REQUEST} PNG, JPEG or DICOM files in the multipart "
+                        f"field '{FIELD}'")]) -> dict:
+        """Class probabilities and the decision at the run's frozen operating point."""
+        grays, names = [], []
+        for upload in images:
+            name = upload.filename or "upload"
+            try:
+                grays.append(decode_image(upload.file.read(), name))
+            except UploadTooLarge as error:
+                raise HTTPException(413, str(error)) from error
+            except CxrkitError as error:
+                raise HTTPException(400, str(error)) from error
+            names.append(name)
+        predictions = served.predict(grays)
+        return finite_json({
+            "model_id": served.model_id,
+            "decision_rule": served.rule.describe(),
+            "predictions": [{"filename": name, **prediction}
+                            for name, prediction in zip(names, predictions, strict=True)],
+        })
+
+    return router

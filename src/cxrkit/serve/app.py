@@ -1,0 +1,135 @@
+"""One FastAPI app: the REST API under /api/v1 and the Gradio page mounted at /."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from pathlib import Path
+
+from cxrkit import __version__
+from cxrkit.serve.api import PREFIX, build_router
+from cxrkit.serve.model import ServedModel, load_served_model
+
+DEFAULT_MAX_UPLOAD_MB = 20
+DRAIN_LIMIT_BYTES = 64 << 20
+logger = logging.getLogger(__name__)
+
+
+class BodyLimit:
+    """ASGI middleware: API request bodies over `max_bytes` get a 413 JSON error.
+
+    The body is read here (and replayed to the app), so an oversized upload is refused
+    whether or not it declares its length, and the connection stays usable afterwards.
+    """
+
+    def __init__(self, app, max_bytes: int, prefix: str = PREFIX):
+        self.app, self.max_bytes, self.prefix = app, max_bytes, prefix
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and not declared.isdigit():
+            await _json_error(send, 400, "Content-Length header is not a number")
+            return
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            size += len(message.get("body", b""))
+            more = message.get("more_body", False)
+            if size > self.max_bytes:
+                await _drain(receive, more, size)
+                limit_mb = self.max_bytes / (1 << 20)
+                await _json_error(send, 413, f"upload is larger than the server's limit of "
+                                             f"{limit_mb:g} MB; send smaller or fewer images "
+                                             "(the limit is `cxrkit serve --max-upload-mb`)")
+                return
+            chunks.append(message.get("body", b""))
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+async def _drain(receive, more: bool, size: int) -> None:
+    """Read and drop the rest of a refused body (up to a bound), so the client sees the 413."""
+    while more and size < DRAIN_LIMIT_BYTES:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+        size += len(message.get("body", b""))
+        more = message.get("more_body", False)
+
+
+async def _json_error(send, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def build_app(model_path: str | Path, token: str | None = None,
+              max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, examples: str | Path | None = None):
+    """The FastAPI app serving `model_path` (run folder, model.ckpt or .onnx) on one port."""
+    return build_served_app(load_served_model(model_path, examples), token, max_upload_mb)
+
+
+def build_served_app(served: ServedModel, token: str | None = None,
+                     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB):
+    """The FastAPI app for an already loaded model."""
+    import gradio as gr
+    from fastapi import FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+
+    from cxrkit.serve.page import build_page
+
+    app = FastAPI(
+        title="cxrkit", version=__version__,
+        description=f"Chest X-ray classifier `{served.model_id}` ({', '.join(served.classes)}). "
+                    "Not for clinical use.")
+    app.include_router(build_router(served, token))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": _validation_message(error)}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, error: Exception) -> JSONResponse:
+        logger.exception("internal error on %s", request.url.path)
+        return JSONResponse({"detail": f"internal error ({type(error).__name__}); see the "
+                                       "server log"}, status_code=500)
+
+    app.add_middleware(BodyLimit, max_bytes=int(max_upload_mb * (1 << 20)))
+    auth = None
+    if token is not None:
+        def auth(username: str, password: str) -> bool:
+            return secrets.compare_digest(password.encode(), token.encode())
+    theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
+                              font_mono=["ui-monospace", "monospace"])
+    return gr.mount_gradio_app(
+        app, build_page(served), path="/", auth=auth,
+        auth_message="Any user name; the password is the server's token.",
+        allowed_paths=sorted({str(path.parent) for path in served.examples}),
+        max_file_size=int(max_upload_mb * (1 << 20)), ssr_mode=False, mcp_server=False,
+        theme=theme, footer_links=["api", "settings"])
+
+
+def _validation_message(error) -> str:
+    """One line naming the field(s) at fault and what the API expects."""
+    problems = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item.get("loc", ()) if part != "body") or "request"
+        problems.append(f"{where}: {item.get('msg', 'invalid')}")
+    return ("; ".join(problems) + "; send the image(s) as multipart/form-data field 'images'")

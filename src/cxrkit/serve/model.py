@@ -1,0 +1,181 @@
+"""The model behind the server: predictor, id, frozen decision rule, test metrics and examples."""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cxrkit.data.io import is_image_file
+from cxrkit.errors import CxrkitError
+
+EXAMPLES_PER_CLASS = 2
+MAX_EXAMPLES = 8
+
+
+@dataclass(frozen=True)
+class DecisionRule:
+    """How probabilities become a decision: a threshold on the positive class, or the argmax.
+
+    `threshold` is the run's frozen operating point (chosen on validation); None means the
+    run has none and the decision is the most probable class.
+    """
+
+    classes: tuple[str, ...]
+    positive_class: str | None = None
+    threshold: float | None = None
+    operating_point: str | None = None
+
+    def decide(self, probabilities: np.ndarray, threshold: float | None = None) -> str:
+        """The decided class; `threshold` overrides the frozen one (binary models only)."""
+        threshold = self.threshold if threshold is None else threshold
+        if self.positive_class is None or threshold is None:
+            return self.classes[int(np.argmax(probabilities))]
+        positive = self.classes.index(self.positive_class)
+        if probabilities[positive] >= threshold:
+            return self.positive_class
+        return self.classes[1 - positive]
+
+    def describe(self) -> str:
+        """One line a person can read next to the decision."""
+        if self.positive_class is None:
+            return "the most probable class (a multi-class model has no threshold)"
+        if self.threshold is None:
+            return ("no frozen operating point in this model (run `cxrkit evaluate RUN`): "
+                    "the decision is the most probable class")
+        return (f"{self.positive_class} when P({self.positive_class}) >= {self.threshold:.4g}, "
+                f"the operating point '{self.operating_point}' chosen on the validation split")
+
+    def as_dict(self) -> dict:
+        rule = "threshold" if self.threshold is not None else "argmax"
+        return {"rule": rule, "positive_class": self.positive_class, "threshold": self.threshold,
+                "operating_point": self.operating_point, "description": self.describe()}
+
+
+def decision_rule(classes: list[str], operating_point: dict | None, source: str) -> DecisionRule:
+    """Parse `operating_points.json` ({positive_class, selected, points{name: {threshold}}})."""
+    classes = tuple(classes)
+    binary_positive = classes[1] if len(classes) == 2 else None
+    if operating_point is None:
+        return DecisionRule(classes, binary_positive)
+    if len(classes) != 2 and operating_point.get("positive_class") is None:
+        return DecisionRule(classes)
+    try:
+        positive = operating_point["positive_class"]
+        selected = operating_point["selected"]
+        threshold = float(operating_point["points"][selected]["threshold"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise CxrkitError(f"{source}: operating point is malformed ({error!r} missing or invalid); "
+                          "re-run `cxrkit evaluate RUN`") from error
+    if len(classes) != 2 or positive not in classes or not 0.0 <= threshold <= 1.0:
+        raise CxrkitError(f"{source}: operating point (positive class {positive!r}, threshold "
+                          f"{threshold}) does not fit classes {list(classes)}; "
+                          "re-run `cxrkit evaluate`")
+    return DecisionRule(classes, positive, threshold, str(selected))
+
+
+@dataclass
+class ServedModel:
+    """Everything the page and the API share about the model they serve."""
+
+    predictor: Any
+    model_id: str
+    runtime: str
+    rule: DecisionRule
+    test_metrics: dict | None
+    source: Path
+    examples: list[Path] = field(default_factory=list)
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.predictor.classes)
+
+    @property
+    def can_explain(self) -> bool:
+        """Grad-CAM needs the PyTorch model; an ONNX graph has no gradients to offer."""
+        return self.runtime == "pytorch"
+
+    def predict(self, grays: list[np.ndarray]) -> list[dict]:
+        """Probabilities and decision for decoded grey images."""
+        probabilities = self.predictor.predict_proba(grays)
+        return [{"probabilities": dict(zip(self.classes, map(float, row), strict=True)),
+                 "decision": self.rule.decide(row),
+                 "threshold": self.rule.threshold,
+                 "positive_class": self.rule.positive_class} for row in probabilities]
+
+    def card(self) -> dict:
+        """What a client needs to know: classes, input contract, decision rule, test metrics."""
+        return finite_json({
+            "model_id": self.model_id,
+            "runtime": self.runtime,
+            "model_name": self.predictor.info.get("model_name"),
+            "classes": self.classes,
+            "single_logit": bool(self.predictor.single_logit),
+            "input": self.predictor.preprocessing.to_dict(),
+            "decision": self.rule.as_dict(),
+            "test_metrics": self.test_metrics,
+        })
+
+
+def load_served_model(path: str | Path, examples: str | Path | None = None) -> ServedModel:
+    """Load a run folder, model.ckpt or exported .onnx file for serving."""
+    from cxrkit.export import frozen_operating_point, read_run_json, run_model_id
+    from cxrkit.inference import load
+
+    path = Path(path).expanduser()
+    predictor = load(path)
+    if predictor.run_dir is None:
+        runtime, model_id, metrics = "onnxruntime", predictor.model_id, predictor.test_metrics
+        source, operating_point = path, predictor.operating_point
+        default_examples: list[Path] = []
+    else:
+        run_dir = predictor.run_dir
+        runtime, source, model_id = "pytorch", run_dir, run_model_id(run_dir)
+        metrics = read_run_json(run_dir, "test_metrics.json")
+        operating_point = frozen_operating_point(run_dir)
+        default_examples = test_split_examples(run_dir / "split.csv")
+    rule = decision_rule(predictor.classes, operating_point, str(source))
+    example_files = folder_examples(examples) if examples is not None else default_examples
+    return ServedModel(predictor, model_id, runtime, rule, metrics, source, example_files)
+
+
+def test_split_examples(split_file: Path) -> list[Path]:
+    """A few test-split images per class from the run's split.csv (those that still exist)."""
+    if not split_file.is_file():
+        return []
+    chosen: dict[str, list[Path]] = {}
+    with open(split_file, newline="") as handle:
+        for row in csv.DictReader(handle):
+            if row.get("split") != "test" or not row.get("path"):
+                continue
+            picked = chosen.setdefault(row.get("label", ""), [])
+            path = Path(row["path"])
+            if len(picked) < EXAMPLES_PER_CLASS and path.is_file():
+                picked.append(path)
+    return [path for paths in chosen.values() for path in paths][:MAX_EXAMPLES]
+
+
+def folder_examples(folder: str | Path) -> list[Path]:
+    """Up to MAX_EXAMPLES image files from a folder given with --examples."""
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise CxrkitError(f"--examples {folder}: no such folder")
+    files = sorted(path for path in folder.iterdir() if path.is_file() and is_image_file(path))
+    if not files:
+        raise CxrkitError(f"--examples {folder}: no PNG, JPEG or DICOM images in it")
+    return files[:MAX_EXAMPLES]
+
+
+def finite_json(value):
+    """The value with NaN and infinities replaced by None, so it is valid JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(key): finite_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_json(item) for item in value]
+    return value

@@ -1,0 +1,57 @@
+"""Shared fixtures: tiny generated image sets and the location of the real shared data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def shared_data(*parts: str) -> Path:
+    """Path inside ../shared/data, skipping the test with a clear message when absent."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"real data not found at {path} (expected ../shared/data next to the repo)")
+    return path
+
+
+def write_image(path: Path, value: int, size: int = 32, mode: str = "L") -> Path:
+    """A small image with a class-dependent pattern so a model can learn it."""
+    rng = np.random.default_rng(abs(hash(path.name)) % 2**32)
+    array = rng.integers(0, 60, (size, size)).astype(np.uint8)
+    array[size // 4: 3 * size // 4, size // 4: 3 * size // 4] += np.uint8(value)
+    image = Image.fromarray(array)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.convert(mode).save(path)
+    return path
+
+
+@pytest.fixture
+def tiny_folder(tmp_path: Path) -> Path:
+    """tmp/data/{Normal,Tuberculosis}/*.png with 16 images each, learnable."""
+    root = tmp_path / "data"
+    for label, value in (("Normal", 0), ("Tuberculosis", 150)):
+        for index in range(16):
+            write_image(root / label / f"{label.lower()}_{index:02d}.png", value)
+    return root
+
+
+@pytest.fixture
+def tiny_overrides(tmp_path: Path):
+    """Config overrides that make training take a few seconds."""
+
+    def make(source: Path, name: str = "run", **extra) -> dict:
+        overrides = {
+            "data.source": str(source), "name": name, "output_dir": str(tmp_path / "runs"),
+            "data.cache_dir": str(tmp_path / "cache"), "data.group_near_duplicates": False,
+            "preprocess.image_size": 32, "model.name": "baseline_cnn", "model.width": 4,
+            "model.depth": 2, "train.epochs": 1, "train.batch_size": 8,
+        }
+        overrides.update(extra)
+        return overrides
+
+    return make
