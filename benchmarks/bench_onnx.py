@@ -68,16 +68,19 @@ def make_run(folder: Path, name: str, images: list[Path]) -> Path:
     return run
 
 
-def timed(function, repeats: int) -> float:
-    """Median seconds of `function()` over `repeats` calls, after two warm-up calls."""
-    function()
-    function()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def timed(functions: dict, repeats: int) -> dict[str, float]:
+    """Median seconds per call of each function, timed in interleaved rounds after a warm-up.
+
+    Interleaving spreads any load from other programs on the machine over all runtimes alike.
+    """
+    times: dict[str, list[float]] = {name: [] for name in functions}
+    for round_index in range(repeats + 1):
+        for name, function in functions.items():
+            start = time.perf_counter()
+            function()
+            if round_index:  # round 0 warms up
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def onnx_session(path: Path, level: str, threads: int, save_to: Path | None = None):
@@ -85,6 +88,7 @@ def onnx_session(path: Path, level: str, threads: int, save_to: Path | None = No
     options.graph_optimization_level = LEVELS[level]
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # saving an NCHWc-optimised graph warns it is CPU-specific
     if save_to is not None:
         options.optimized_model_filepath = str(save_to)
     return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -102,21 +106,23 @@ def bench_model(run: Path, images: list[Path], batch_size: int, threads: int, re
     array = batch.numpy()
     model = predictor.model.eval()
     torch.set_num_threads(threads)
-    with torch.inference_mode():
-        reference = torch.softmax(model(batch), dim=1).numpy()
-        seconds = timed(lambda: model(batch), repeats)
-    rows = [("pytorch eager fp32", seconds, batch_size / seconds, 0.0)]
     optimised = folder / f"{run.name}.optimised.onnx"
     onnx_session(onnx_path, "all", threads, save_to=optimised)
     sessions = {f"onnxruntime {level}": onnx_session(onnx_path, level, threads) for level in LEVELS}
     sessions["onnxruntime saved optimised graph"] = onnx_session(optimised, "disabled", threads)
-    for name, session in sessions.items():
-        feed = {session.get_inputs()[0].name: array}
-        probabilities = session.run(None, feed)[0]
-        seconds = timed(lambda session=session, feed=feed: session.run(None, feed), repeats)
-        rows.append((name, seconds, batch_size / seconds,
-                     float(np.abs(probabilities - reference).max())))
-    return rows
+    feeds = {name: {session.get_inputs()[0].name: array} for name, session in sessions.items()}
+
+    def eager():
+        with torch.inference_mode():
+            return torch.softmax(model(batch), dim=1).numpy()
+
+    runners = {"pytorch eager fp32": eager}
+    runners |= {name: (lambda s=session, f=feeds[name]: s.run(None, f)[0])
+                for name, session in sessions.items()}
+    reference = eager()
+    seconds = timed(runners, repeats)
+    return [(name, seconds[name], batch_size / seconds[name],
+             float(np.abs(run_once() - reference).max())) for name, run_once in runners.items()]
 
 
 def real_images(count: int = 64) -> list[Path]:

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import write_image
 
+from conftest import write_image
 from cxrkit.data.sources import load_manifest
 from cxrkit.errors import CxrkitError
 

@@ -8,7 +8,7 @@ from cxrkit.errors import CxrkitError
 
 def make_manifest(n_per_class=(300, 100), groups_of=1, split=None):
     rows = []
-    for label, count in zip(("Normal", "TB"), n_per_class):
+    for label, count in zip(("Normal", "TB"), n_per_class, strict=False):
         for index in range(count):
             group = f"{label}-{index // groups_of}" if groups_of > 1 else None
             rows.append((f"/x/{label}/{index}.png", label, group, split))

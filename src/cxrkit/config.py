@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cxrkit.errors import CxrkitError
 
@@ -63,6 +63,15 @@ class ModelConfig(Section):
     stride: int = Field(1, ge=1, le=4)
     padding: str | int = "same"
     pooling: Literal["max", "avg"] = "max"
+
+    @field_validator("name")
+    @classmethod
+    def _known_model(cls, name: str) -> str:
+        from cxrkit.models.registry import MODELS
+
+        if name not in MODELS:
+            raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+        return name
 
 
 class TrainConfig(Section):

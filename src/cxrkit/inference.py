@@ -78,7 +78,7 @@ class Predictor:
         """Decode, enhance and resize one input to the uint8 image the model sees."""
         return prepare(to_gray(image), self.preprocessing)
 
-    def to_tensor(self, images: Iterable) -> "torch.Tensor":  # noqa: F821
+    def to_tensor(self, images: Iterable) -> torch.Tensor:  # noqa: F821
         """Model input batch (N, C, H, W) float32 for a list of inputs."""
         import torch
 

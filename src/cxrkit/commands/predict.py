@@ -64,10 +64,10 @@ def run(args: argparse.Namespace) -> int:
     with out.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "predicted", *[f"prob_{c}" for c in predictor.classes]])
-        for (path, _), row in zip(readable, probabilities):
+        for (path, _), row in zip(readable, probabilities, strict=False):
             writer.writerow([path, predictor.classes[int(row.argmax())], *[f"{p:.6f}" for p in row]])
     print(f"wrote {len(readable)} prediction(s) to {out}")
-    for path, reason in failed:
+    for _path, reason in failed:
         print(f"skipped: {reason}")
     if ignored:
         print(f"ignored {len(ignored)} non-image file(s), e.g. {ignored[0]}")

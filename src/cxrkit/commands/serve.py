@@ -49,7 +49,7 @@ def handler(args: argparse.Namespace) -> int:
               f"address can use the model; set --token or {TOKEN_VARIABLE}")
     url = f"http://{args.host}:{args.port}"
     print(f"serving {args.model} at {url}/ (API {url}/api/v1, spec {url}/openapi.json); "
-          "press Ctrl+C to stop")
+          "press Ctrl+C to stop", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 

@@ -19,9 +19,14 @@ from cxrkit.data.preprocess import Preprocessing, prepare
 from cxrkit.errors import CxrkitError
 
 
+def cache_root() -> Path:
+    """Root of every cxrkit cache: $CXRKIT_CACHE_DIR, else ~/.cache/cxrkit."""
+    return Path(os.environ.get("CXRKIT_CACHE_DIR") or Path.home() / ".cache" / "cxrkit").expanduser()
+
+
 def default_cache_dir() -> Path:
-    """$CXRKIT_CACHE, else ~/.cache/cxrkit/images."""
-    return Path(os.environ.get("CXRKIT_CACHE", Path.home() / ".cache" / "cxrkit" / "images"))
+    """Where decoded images are kept: <cache root>/images."""
+    return cache_root() / "images"
 
 
 def _file_digest(path: str) -> str:
@@ -74,7 +79,7 @@ def load_cached_images(
     images: list[np.ndarray] = []
     failures: dict[str, str] = {}
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for path, (image, reason) in zip(paths, pool.map(attempt, paths)):
+        for path, (image, reason) in zip(paths, pool.map(attempt, paths), strict=False):
             if image is None:
                 failures[path] = reason
             else:

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from cxrkit.data.cache import cache_root
 from cxrkit.data.io import image_info, read_gray
 from cxrkit.errors import CxrkitError
 
@@ -36,8 +37,7 @@ _PAIR_BLOCK = 4_000_000
 
 def cache_path() -> Path:
     """The fingerprint cache file: $CXRKIT_CACHE_DIR or ~/.cache/cxrkit, fingerprints.sqlite."""
-    root = os.environ.get("CXRKIT_CACHE_DIR") or Path.home() / ".cache" / "cxrkit"
-    return Path(root).expanduser() / "fingerprints.sqlite"
+    return cache_root() / "fingerprints.sqlite"
 
 
 def default_workers() -> int:

@@ -9,7 +9,6 @@ the folder like any other. Both are optional extras.
 from __future__ import annotations
 
 import io
-import os
 import re
 import shutil
 import tempfile
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from cxrkit.data.cache import cache_root
 from cxrkit.data.sources import MANIFEST_COLUMNS, SPLIT_ALIASES, load_manifest
 from cxrkit.errors import CxrkitError
 
@@ -28,8 +28,7 @@ MANIFEST_FILE = "manifest.csv"
 
 def hf_cache_root() -> Path:
     """Where Hugging Face images are written: $CXRKIT_CACHE_DIR or ~/.cache/cxrkit, then hf/."""
-    root = os.environ.get("CXRKIT_CACHE_DIR") or Path.home() / ".cache" / "cxrkit"
-    return Path(root).expanduser() / "hf"
+    return cache_root() / "hf"
 
 
 def _import_datasets():

@@ -24,7 +24,7 @@ def _carve(labels: np.ndarray, groups: np.ndarray, fraction: float, seed: int) -
 def effective_groups(manifest: pd.DataFrame) -> np.ndarray:
     """Group id per row: the manifest's group, or the image itself when none is known."""
     groups = manifest["group"].astype(object).where(manifest["group"].notna(), None)
-    return np.array([g if g is not None else f"image:{p}" for g, p in zip(groups, manifest["path"])])
+    return np.array([g if g is not None else f"image:{p}" for g, p in zip(groups, manifest["path"], strict=False)])
 
 
 def assign_splits(
@@ -71,7 +71,7 @@ def read_split_file(split_file: str | Path, manifest: pd.DataFrame) -> pd.DataFr
     saved = pd.read_csv(split_file, dtype=str, keep_default_na=False)
     if not {"path", "split"} <= set(saved.columns):
         raise CxrkitError(f"--split-file {split_file}: needs columns path,split")
-    by_path = dict(zip(saved["path"], saved["split"]))
+    by_path = dict(zip(saved["path"], saved["split"], strict=False))
     missing = [p for p in manifest["path"] if p not in by_path]
     if missing:
         raise CxrkitError(f"--split-file {split_file}: {len(missing)} image(s) of --data are not in it, "
@@ -79,7 +79,7 @@ def read_split_file(split_file: str | Path, manifest: pd.DataFrame) -> pd.DataFr
     manifest = manifest.copy()
     manifest["split"] = manifest["path"].map(by_path)
     if "group" in saved.columns:
-        saved_groups = dict(zip(saved["path"], saved["group"].replace("", None)))
+        saved_groups = dict(zip(saved["path"], saved["group"].replace("", None), strict=False))
         manifest["group"] = manifest["path"].map(saved_groups)
     return manifest
 

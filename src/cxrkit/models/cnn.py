@@ -27,7 +27,7 @@ class FiveBlockCNN(nn.Module):
         block_dropout = (0.25, 0.25, 0.3, 0.3, 0.3)
         layers: list[nn.Module] = []
         previous = in_channels
-        for width, rate in zip(widths, block_dropout):
+        for width, rate in zip(widths, block_dropout, strict=False):
             layers += [
                 nn.Conv2d(previous, width, 3, padding=1, bias=False),
                 nn.BatchNorm2d(width),

@@ -55,6 +55,8 @@ def build_split(config: Config, use_test: bool) -> pd.DataFrame:
     if not config.data.source:
         raise CxrkitError("no data: pass --data DIR (a class-per-folder tree, train/val/test folders or a CSV)")
     manifest, ignored = load_manifest(config.data.source, config.data.group_pattern)
+    if not config.data.group_pattern and manifest["group"].isna().all():
+        manifest = _auto_groups(manifest, config)
     if ignored:
         log.warning("ignored %d non-image file(s), e.g. %s", len(ignored), ignored[0])
     if config.data.split_file:
@@ -66,6 +68,20 @@ def build_split(config: Config, use_test: bool) -> pd.DataFrame:
                                  config.data.split_seed)
     manifest.attrs["ignored"] = ignored
     return manifest
+
+
+def _auto_groups(manifest: pd.DataFrame, config: Config) -> pd.DataFrame:
+    """Group by patient when file names follow a known scheme (e.g. Kermany's personN_); saved in config."""
+    from cxrkit.data.audit import detect_group_pattern
+    from cxrkit.data.sources import groups_from_pattern
+
+    detected = detect_group_pattern(list(manifest["path"]))
+    if detected is None:
+        return manifest
+    description, pattern = detected
+    log.info("grouping images by patient: file names follow %s (data.group_pattern=%s)", description, pattern)
+    config.data.group_pattern = pattern
+    return manifest.assign(group=groups_from_pattern(manifest["path"], pattern))
 
 
 def _near_duplicate_groups(manifest: pd.DataFrame, config: Config) -> list | None:
@@ -122,9 +138,8 @@ def _trainer(config: Config, run_dir: Path, callbacks: Sequence, monitor_mode: s
                                            patience=train.early_stopping_patience, check_finite=False))
     loggers = [CSVLogger(save_dir=run_dir, name="logs")]
     try:
-        from lightning.pytorch.loggers import TensorBoardLogger
-
         import tensorboard  # noqa: F401
+        from lightning.pytorch.loggers import TensorBoardLogger
 
         loggers.append(TensorBoardLogger(save_dir=run_dir, name="tensorboard", version=""))
     except ImportError:
