@@ -5,8 +5,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import write_image
 
+from conftest import write_image
 from cxrkit.cli import main
 
 
