@@ -10,6 +10,7 @@ heaviest common setting) and, with --run, a trained run as well.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -36,15 +37,19 @@ def sample_images(count: int) -> list:
     return [rng.integers(0, 255, (256, 256)).astype(np.uint8) for _ in range(count)]
 
 
-def time_method(predictor, image, method: str, repeats: int, background) -> tuple[float, float]:
-    """(first call, median of the following calls) in seconds."""
+def time_method(predictor, image, method: str, repeats: int, background) -> tuple[float, ...]:
+    """(first call, median wall and median CPU seconds of the following calls).
+
+    CPU seconds (all threads) show when the machine was shared: wall >> CPU / threads.
+    """
     options = {"background": background} if method == "shap" and background is not None else {}
-    timings = []
+    wall, cpu = [], []
     for _ in range(repeats + 1):
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), time.process_time()
         explain(predictor, image, method, **options)
-        timings.append(time.perf_counter() - started)
-    return timings[0], statistics.median(timings[1:])
+        wall.append(time.perf_counter() - started)
+        cpu.append(time.process_time() - started_cpu)
+    return wall[0], statistics.median(wall[1:]), statistics.median(cpu[1:])
 
 
 def main() -> int:
@@ -55,6 +60,7 @@ def main() -> int:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()[0]
     image, *background = sample_images(9)
 
     torch.manual_seed(0)
@@ -74,22 +80,27 @@ def main() -> int:
     rows = []
     for label, predictor, shap_background in predictors:
         for method in args.methods:
-            first, median = time_method(predictor, image, method, args.repeats, shap_background)
-            rows.append((label, method, first, median))
+            first, median, cpu = time_method(predictor, image, method, args.repeats, shap_background)
+            rows.append((label, method, first, median, cpu))
             print(f"  {label:<40} {method:<22} {median:7.3f} s", file=sys.stderr)
 
-    print(f"\nexplanation time per image, {args.threads} torch thread(s), median of {args.repeats} "
-          "calls after a warm-up call")
-    print(f"{'model':<40} {'method':<22} {'first call s':>12} {'median s':>9}")
-    for label, method, first, median in rows:
-        print(f"{label:<40} {method:<22} {first:12.3f} {median:9.3f}")
-    gradcam = [median for label, method, _, median in rows if method == "gradcam" and "224" in label]
+    print(
+        f"\nexplanation time per image, {args.threads} torch thread(s), median of {args.repeats} "
+        "calls after a warm-up call"
+    )
+    print(f"load average at start: {load_before:.1f} on {os.cpu_count()} cores")
+    print(f"{'model':<40} {'method':<22} {'first call s':>12} {'median s':>9} {'CPU s':>7}")
+    for label, method, first, median, cpu in rows:
+        print(f"{label:<40} {method:<22} {first:12.3f} {median:9.3f} {cpu:7.3f}")
+    gradcam = [row[3] for row in rows if row[1] == "gradcam" and "224" in row[0]]
     if gradcam:
         verdict = "meets" if gradcam[0] < GRADCAM_TARGET_S else "MISSES"
         print(f"\nGrad-CAM at 224 px: {gradcam[0]:.3f} s -> {verdict} the {GRADCAM_TARGET_S:.0f} s target")
     run_flag = f" --run {args.run}" if args.run else ""
-    print(f"reproduce: .venv/bin/python benchmarks/bench_explain.py --threads {args.threads} "
-          f"--repeats {args.repeats}{run_flag}")
+    print(
+        f"reproduce: .venv/bin/python benchmarks/bench_explain.py --threads {args.threads} "
+        f"--repeats {args.repeats}{run_flag}"
+    )
     return 0
 
 

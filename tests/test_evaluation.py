@@ -19,7 +19,7 @@ from cxrkit.evaluation import evaluate_run
 from cxrkit.evaluation.bootstrap import bootstrap_intervals, resample_weights, weighted_auc
 from cxrkit.evaluation.calibration import apply_temperature, fit_temperature
 from cxrkit.evaluation.external import match_classes, parse_class_map
-from cxrkit.evaluation.run import collapsed_interval_notes
+from cxrkit.evaluation.run import collapsed_interval_notes, is_tuberculosis
 from cxrkit.evaluation.thresholds import choose_thresholds, positive_class_index
 from cxrkit.inference import CHECKPOINT_FORMAT
 from cxrkit.models import build_model
@@ -122,6 +122,8 @@ def test_operating_points_file_and_decisions(binary_run: Path):
     expected = np.where(predictions["prob_Tuberculosis"] >= threshold, "Tuberculosis", "Normal")
     assert (predictions["predicted_label"] == expected).all()
     assert result["operating_point"]["threshold"] == threshold
+    assert result["who_tb_triage"]["met"] == (result["sensitivity"] >= 0.9
+                                              and result["specificity"] >= 0.7)
     html = (binary_run / "report.html").read_text()
     assert f"{threshold:.4f}" in html and "validation split" in html
 
@@ -141,6 +143,13 @@ def test_multiclass_metrics_equal_sklearn(tmp_path: Path):
     points = json.loads((run / "operating_points.json").read_text())
     assert points["selected"] == "argmax" and points["positive_index"] is None
     assert "who_tb_triage" not in result
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("Tuberculosis", True), ("TB", True), ("tb_positive", True), ("PNEUMONIA", False),
+    ("Normal", False), ("stub", False)])
+def test_who_tb_target_applies_to_tuberculosis_only(name, expected):
+    assert is_tuberculosis(name) is expected
 
 
 def test_weighted_auc_equals_sklearn_on_explicit_resamples():

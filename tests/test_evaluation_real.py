@@ -61,7 +61,8 @@ def pneumonia_run(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("pneumonia")
     return cxrkit.train(build_config("pneumonia-fast", {
         "data.source": str(data), "name": "pneumonia", "output_dir": str(root / "runs"),
-        "data.cache_dir": str(root / "cache"), "preprocess.image_size": 64, "train.epochs": 3}))
+        "data.cache_dir": str(root / "cache"), "preprocess.image_size": 64, "train.epochs": 2,
+        "train.limit_train_batches": 0.5}))
 
 
 def test_pneumonia_run_on_official_test_folder(pneumonia_run: Path, capsys):

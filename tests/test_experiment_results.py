@@ -26,9 +26,7 @@ def fake_runs(tmp_path: Path):
         "axes: {train.lr: [0.001, 0.003, 0.01], model.width: [8, 16, 32]}\n"
     )
     spec = load_spec(spec_path)
-    variants = [
-        place_variant(v, tmp_path / "runs", tmp_path / "split.csv") for v in plan_variants(spec, {})
-    ]
+    variants = [place_variant(v, tmp_path / "runs", tmp_path / "split.csv") for v in plan_variants(spec, {})]
     for variant in variants:
         run = tmp_path / "runs" / variant.name
         run.mkdir(parents=True)

@@ -52,9 +52,7 @@ def test_experiment_ranks_variants_records_a_failure_and_resumes(tmp_path, tiny_
     assert sorted(done["variant"]) == ["optimizer=adam", "optimizer=sgd"]
     assert list(done["rank"]) == [1, 2]
     assert (done["roc_auc"].diff().dropna() <= 0).all(), "ranked by roc_auc, best first"
-    assert (
-        done[["roc_auc_ci_low", "roc_auc_ci_high", "wall_time_s", "parameters"]].notna().all().all()
-    )
+    assert done[["roc_auc_ci_low", "roc_auc_ci_high", "wall_time_s", "parameters"]].notna().all().all()
     failed = table[table["status"] == "failed"].iloc[0]
     assert "cannot take 32x32 input" in failed["error"]
     assert (out / "runs" / failed["variant"] / "error.txt").is_file()

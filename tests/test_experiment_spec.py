@@ -69,9 +69,7 @@ axes:
 
 
 def test_data_and_overrides_apply_to_every_variant(tmp_path):
-    spec = load_spec(
-        write_spec(tmp_path, "recipe: tb-fast\ndata: images\naxes: {model.width: [4, 8]}\n")
-    )
+    spec = load_spec(write_spec(tmp_path, "recipe: tb-fast\ndata: images\naxes: {model.width: [4, 8]}\n"))
     assert spec.data == str(tmp_path / "images")
     shared = base_overrides(spec, overrides={"train.epochs": 2})
     assert all(
@@ -92,6 +90,7 @@ def test_data_and_overrides_apply_to_every_variant(tmp_path):
         ("recipe: tb-fast\naxis: {train.lr: [0.1]}\n", "axis"),
         ("recipe: no-such-recipe\naxes: {train.lr: [0.1]}\n", "unknown recipe"),
         ("recipe: tb-fast\n", "nothing to run"),
+        ("recipe: tb-fast\naxes: {data.split_seed: [1, 2]}\n", "data.split_seed cannot vary"),
         ("recipe: tb-fast\nsearch: {train.lr: {low: 0.1, high: 0.01}}\n", "must be below high"),
     ],
 )

@@ -153,7 +153,8 @@ def test_bad_onnx_files_give_clear_errors(tmp_path: Path):
     graph = onnx.helper.make_graph([onnx.helper.make_node("Identity", ["x"], ["y"])], "plain",
                                    [tensor("x", onnx.TensorProto.FLOAT, [1])],
                                    [tensor("y", onnx.TensorProto.FLOAT, [1])])
-    onnx.save(onnx.helper.make_model(graph), plain)
+    opset = [onnx.helper.make_opsetid("", 17)]
+    onnx.save(onnx.helper.make_model(graph, ir_version=9, opset_imports=opset), plain)
     with pytest.raises(CxrkitError, match="no cxrkit metadata"):
         load_onnx_predictor(plain)
 

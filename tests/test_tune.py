@@ -49,9 +49,7 @@ def tiny_spec(tmp_path: Path, **fields) -> Path:
 
 def finished(storage: str, name: str) -> list[optuna.trial.FrozenTrial]:
     study = optuna.load_study(study_name=name, storage=storage)
-    trials = study.get_trials(
-        states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    )
+    trials = study.get_trials(states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))
     return [t for t in trials if not t.user_attrs.get("surplus")]
 
 
@@ -78,15 +76,11 @@ def test_two_worker_processes_share_one_sqlite_study(tmp_path, tiny_folder):
     ]
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
     workers = [
-        subprocess.Popen(
-            command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
+        subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for _ in range(2)
     ]
     outputs = [worker.communicate(timeout=240)[0] for worker in workers]
-    assert [worker.returncode for worker in workers] == [0, 0], (
-        outputs[0][-2000:] + outputs[1][-2000:]
-    )
+    assert [worker.returncode for worker in workers] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
 
     trials = finished(storage, "shared")
     assert len(trials) == 4 and len({t.number for t in trials}) == 4, "exactly 4 trials, each once"
@@ -100,13 +94,9 @@ def test_two_worker_processes_share_one_sqlite_study(tmp_path, tiny_folder):
     assert build_config(str(recipe)).train.lr in best_rates
 
     # Resuming: the same budget runs nothing more; a larger one runs only the difference.
-    summary = run_tune(
-        load_spec(spec), 4, out, storage=storage, study_name="shared", data=str(tiny_folder)
-    )
+    summary = run_tune(load_spec(spec), 4, out, storage=storage, study_name="shared", data=str(tiny_folder))
     assert summary["trials"] == 4
-    summary = run_tune(
-        load_spec(spec), 5, out, storage=storage, study_name="shared", data=str(tiny_folder)
-    )
+    summary = run_tune(load_spec(spec), 5, out, storage=storage, study_name="shared", data=str(tiny_folder))
     assert summary["complete"] + summary["pruned"] == 5
     assert len(pd.read_csv(out / "trials.csv")) == 5
 
@@ -122,12 +112,8 @@ def test_tune_never_reads_the_test_split(tmp_path, tiny_folder, monkeypatch):
         Path(path).write_bytes(b"not an image: reading it would fail or be listed in skipped.csv")
     touched: list[str] = []
     original_digest, original_read = cache._file_digest, cache.read_gray
-    monkeypatch.setattr(
-        cache, "_file_digest", lambda path: touched.append(path) or original_digest(path)
-    )
-    monkeypatch.setattr(
-        cache, "read_gray", lambda path: touched.append(path) or original_read(path)
-    )
+    monkeypatch.setattr(cache, "_file_digest", lambda path: touched.append(path) or original_digest(path))
+    monkeypatch.setattr(cache, "read_gray", lambda path: touched.append(path) or original_read(path))
 
     spec = load_spec(tiny_spec(tmp_path, split=str(tmp_path / "split.csv")))
     summary = run_tune(spec, 2, tmp_path / "out", data=str(tiny_folder))

@@ -8,6 +8,7 @@ or the TorchScript extra file `cxrkit.json`), so the exported file stands on its
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from cxrkit import __version__
-from cxrkit.data.preprocess import Preprocessing, normalise
+from cxrkit.data.preprocess import normalise
 from cxrkit.errors import CxrkitError
 from cxrkit.inference import load_torch_predictor, read_checkpoint, resolve_checkpoint
 from cxrkit.onnx_predictor import METADATA_FORMAT, METADATA_KEY
@@ -106,8 +107,7 @@ def export_model(run_dir: str | Path, format: str = "onnx", out: str | Path | No
     checkpoint = read_checkpoint(checkpoint_path)
     metadata = export_metadata(run_dir, checkpoint)
     wrapped = _probability_model(predictor.model, predictor.single_logit)
-    check_inputs = [_check_batch(predictor.preprocessing, size, seed)
-                    for seed, size in enumerate(CHECK_BATCH_SIZES)]
+    check_inputs, described = _check_batches(predictor, run_dir / "split.csv")
     writer = _write_onnx if format == "onnx" else _write_torchscript
     _write_atomically(out, lambda path: writer(wrapped, check_inputs[0], metadata, path))
     run_exported = _run_onnx if format == "onnx" else _run_torchscript
@@ -115,7 +115,8 @@ def export_model(run_dir: str | Path, format: str = "onnx", out: str | Path | No
         float(np.abs(run_exported(out, batch) - _run_torch(wrapped, batch)).max())
         for batch in check_inputs)
     return {"path": out, "format": format, "model_id": metadata["model_id"],
-            "max_abs_diff": max_abs_diff, "checked_batch_sizes": list(CHECK_BATCH_SIZES)}
+            "max_abs_diff": max_abs_diff, "checked_on": described,
+            "checked_batch_sizes": [len(batch) for batch in check_inputs]}
 
 
 def _probability_model(model, single_logit: bool):
@@ -135,13 +136,40 @@ def _probability_model(model, single_logit: bool):
     return ProbabilityModel().eval()
 
 
-def _check_batch(prep: Preprocessing, size: int, seed: int) -> np.ndarray:
-    """Normalised model input made from smooth random grey images (a stand-in for X-rays)."""
-    rng = np.random.default_rng(seed)
-    side = prep.image_size
-    ramp = np.linspace(0, 200, side, dtype=np.float32)
-    images = ramp[None, None, :] + rng.normal(0, 25, (size, side, side)).astype(np.float32)
-    return normalise(np.clip(images, 0, 255).astype(np.uint8), prep)
+def _check_batches(predictor, split_file: Path) -> tuple[list[np.ndarray], str]:
+    """Two batches (sizes 1 and 5) of model input: the run's own images when they are readable,
+    else smooth random grey images; and a description of which."""
+    needed = sum(CHECK_BATCH_SIZES)
+    images = []
+    for path in _split_images(split_file, needed * 4):
+        try:
+            images.append(predictor.prepare(path))
+        except CxrkitError:
+            continue
+        if len(images) == needed:
+            break
+    if len(images) == needed:
+        prepared = np.stack(images)
+        described = f"{needed} images from {split_file.name}"
+    else:
+        rng = np.random.default_rng(0)
+        side = predictor.preprocessing.image_size
+        ramp = np.linspace(0, 200, side, dtype=np.float32)
+        noisy = ramp[None, None, :] + rng.normal(0, 25, (needed, side, side)).astype(np.float32)
+        prepared = np.clip(noisy, 0, 255).astype(np.uint8)
+        described = f"{needed} generated images (no readable images in {split_file})"
+    batch = normalise(prepared, predictor.preprocessing)
+    return [batch[:CHECK_BATCH_SIZES[0]], batch[CHECK_BATCH_SIZES[0]:]], described
+
+
+def _split_images(split_file: Path, count: int) -> list[Path]:
+    """Up to `count` existing files listed in the run's split.csv (val and test rows first)."""
+    if not split_file.is_file():
+        return []
+    with open(split_file, newline="") as handle:
+        rows = sorted(csv.DictReader(handle), key=lambda row: row.get("split") == "train")
+    files = [Path(row["path"]) for row in rows[:count] if row.get("path")]
+    return [path for path in files if path.is_file()]
 
 
 def _write_atomically(out: Path, write) -> None:

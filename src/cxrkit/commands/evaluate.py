@@ -67,7 +67,9 @@ def summary_text(result: dict) -> str:
     lines = [f"evaluated {evaluated['n']} images of {evaluated['source']}"
              + (f" [{evaluated['split']}]" if evaluated["split"] else "")
              + (f"; {skipped} unreadable, skipped" if skipped else "")]
-    if point["threshold"] is not None:
+    if point["name"] == "argmax":
+        lines.append("operating point argmax: the most probable class (no tuned threshold)")
+    elif point["threshold"] is not None:
         lines.append(f"operating point {point['name']}: P({result['positive_class']}) >= "
                      f"{point['threshold']:.4f}, chosen on val (n={point['n_val']})")
     lines += [with_ci("roc_auc"), with_ci("accuracy")]

@@ -17,9 +17,7 @@ def register(subparsers) -> None:
         "cxrkit experiment experiments/seed003/02-optimizers.yaml --data ../shared/data/tb",
     )
     parser.add_argument("spec", help="experiment spec YAML (see experiments/README.md)")
-    parser.add_argument(
-        "--data", metavar="DIR|CSV", help="data source (overrides the spec's data:)"
-    )
+    parser.add_argument("--data", metavar="DIR|CSV", help="data source (overrides the spec's data:)")
     parser.add_argument("--recipe", metavar="NAME|YAML", help="base recipe instead of the spec's")
     parser.add_argument("--out", metavar="DIR", help="output folder (default: runs/<spec name>)")
     parser.add_argument(

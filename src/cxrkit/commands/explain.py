@@ -80,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
         raise CxrkitError(f"--samples {args.samples}: must be at least 1")
     options = {method: {} for method in methods}
     for method in set(methods) & {"lime", "shap"}:
+        options[method]["seed"] = args.seed
         if args.samples:
             options[method]["n_samples"] = args.samples
     for method in set(methods) & set(CAM_METHODS):

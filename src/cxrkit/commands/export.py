@@ -31,6 +31,11 @@ def handler(args: argparse.Namespace) -> int:
     sizes = ", ".join(str(size) for size in result["checked_batch_sizes"])
     verdict = "ok" if result["max_abs_diff"] <= EQUIVALENCE_TOLERANCE else "FAILED"
     print(f"wrote {result['path']} ({result['format']}, model {result['model_id']})")
-    print(f"check against PyTorch (batch sizes {sizes}): max abs difference in probabilities "
+    print(f"check against PyTorch on {result['checked_on']} (batch sizes {sizes}): "
+          "max abs difference in probabilities "
           f"{result['max_abs_diff']:.2e} (tolerance {EQUIVALENCE_TOLERANCE:.0e}) {verdict}")
-    return 0 if verdict == "ok" else 1
+    if verdict != "ok":
+        print(f"the exported model does not match PyTorch: {result['path']} is kept for "
+              "inspection, do not deploy it")
+        return 1
+    return 0

@@ -17,9 +17,7 @@ def register(subparsers) -> None:
         "on several machines with one --storage URL to share the study. Example: cxrkit tune "
         "experiments/seed003/05-hyperparameters.yaml --data ../shared/data/tb --trials 20",
     )
-    parser.add_argument(
-        "spec", help="experiment spec YAML with search: ranges (see experiments/README.md)"
-    )
+    parser.add_argument("spec", help="experiment spec YAML with search: ranges (see experiments/README.md)")
     parser.add_argument(
         "--trials",
         type=int,
@@ -34,13 +32,9 @@ def register(subparsers) -> None:
         "(default: sqlite in the output folder)",
     )
     parser.add_argument("--study-name", metavar="NAME", help="study name (default: the spec name)")
-    parser.add_argument(
-        "--data", metavar="DIR|CSV", help="data source (overrides the spec's data:)"
-    )
+    parser.add_argument("--data", metavar="DIR|CSV", help="data source (overrides the spec's data:)")
     parser.add_argument("--recipe", metavar="NAME|YAML", help="base recipe instead of the spec's")
-    parser.add_argument(
-        "--out", metavar="DIR", help="output folder (default: runs/tune-<spec name>)"
-    )
+    parser.add_argument("--out", metavar="DIR", help="output folder (default: runs/tune-<spec name>)")
     parser.add_argument(
         "--jobs",
         type=int,
@@ -89,8 +83,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     params = ", ".join(f"{k}={v}" for k, v in summary["best_params"].items())
     print(
-        f"best: trial {summary['best_trial']}, validation {summary['monitor']} "
-        f"{summary['best_value']:.4f} ({params})"
+        f"best: trial {summary['best_trial']}, validation {summary['monitor']} {summary['best_value']:.4f} ({params})"
     )
     print(
         f"best configuration as a recipe: {summary['recipe']}\n"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -47,7 +48,7 @@ def _load_one(path: str, prep: Preprocessing, folder: Path) -> np.ndarray:
             cached.unlink(missing_ok=True)
     image = prepare(read_gray(path), prep)
     cached.parent.mkdir(parents=True, exist_ok=True)
-    temporary = cached.with_suffix(f".{os.getpid()}.tmp.npy")
+    temporary = cached.with_suffix(f".{os.getpid()}-{threading.get_ident()}.tmp.npy")
     np.save(temporary, image, allow_pickle=False)
     os.replace(temporary, cached)
     return image

@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -123,7 +124,7 @@ def evaluate_run(run_dir: str | Path, data: str | Path | None = None, split: str
         "skipped": [{"path": path, "reason": reason} for path, reason in skipped],
     }
     document["warnings"] += collapsed_interval_notes(document, y_true, positive_index)
-    if positive_index is not None:
+    if positive_index is not None and is_tuberculosis(classes[positive_index]):
         document["who_tb_triage"] = _who_check(document)
     document["model"] = model_summary(predictor, run_dir)
     figures = make_figures(out_dir / "plots", run_dir, y_true, probabilities, predictions,
@@ -397,6 +398,11 @@ def _calibration(points: dict, y_true: np.ndarray, probabilities: np.ndarray,
                    "note": "temperature scaling changes probabilities, not decisions; thresholds "
                            "apply to the model's raw probabilities"}
     return result
+
+
+def is_tuberculosis(name: str) -> bool:
+    """True for a class named like tuberculosis (the WHO triage target applies to TB only)."""
+    return bool(re.search(r"tubercul|(?<![a-z])tb(?![a-z])", name.lower()))
 
 
 def _who_check(document: dict) -> dict:

@@ -19,9 +19,7 @@ TRAINING_LABELS = {
 }
 
 
-def collect_results(
-    spec: ExperimentSpec, variants: list[Variant], errors: dict[str, str]
-) -> pd.DataFrame:
+def collect_results(spec: ExperimentSpec, variants: list[Variant], errors: dict[str, str]) -> pd.DataFrame:
     """A row per variant: varied values, status, test metrics with CIs, training figures; ranked."""
     keys = varied_keys(variants)
     metrics = list(dict.fromkeys((spec.metric, *HEADLINE)))
@@ -63,9 +61,7 @@ def read_test_metrics(run_dir: Path) -> tuple[dict[str, float], dict[str, list[f
     point = {k: v for k, v in document.items() if k in TEST_METRICS and isinstance(v, (int, float))}
     if "macro_avg" in document:
         point["macro_f1"] = document["macro_avg"]["f1"]
-    intervals = {
-        k: v for k, v in document.get("confidence_intervals", {}).items() if isinstance(v, list)
-    }
+    intervals = {k: v for k, v in document.get("confidence_intervals", {}).items() if isinstance(v, list)}
     return point, intervals, document.get("n")
 
 
@@ -76,9 +72,7 @@ def write_results(spec: ExperimentSpec, table: pd.DataFrame, out_dir: Path) -> N
     (out_dir / "results.md").write_text(results_markdown(spec, table, plots, out_dir))
 
 
-def results_markdown(
-    spec: ExperimentSpec, table: pd.DataFrame, plots: list[Path], out_dir: Path
-) -> str:
+def results_markdown(spec: ExperimentSpec, table: pd.DataFrame, plots: list[Path], out_dir: Path) -> str:
     """The ranked table as Markdown, with how to read the intervals."""
     keys = _axis_columns(table)
     metrics = [m for m in dict.fromkeys((spec.metric, *HEADLINE)) if table[m].notna().any()]

@@ -67,9 +67,7 @@ def claim_out_dir(out_dir: Path, spec: ExperimentSpec, shared: dict[str, Any]) -
     if path.is_file():
         before = yaml.safe_load(path.read_text()) or {}
         if before != settings:
-            changed = sorted(
-                k for k in set(before) | set(settings) if before.get(k) != settings.get(k)
-            )
+            changed = sorted(k for k in set(before) | set(settings) if before.get(k) != settings.get(k))
             raise CxrkitError(
                 f"{out_dir} holds an experiment with other settings ({', '.join(changed)} "
                 f"differ, see {path}); give another --out to keep both"

@@ -42,6 +42,7 @@ TEST_METRICS = (
     "ece",
 )
 LOWER_IS_BETTER = ("brier", "ece")
+PER_RUN_DATA_FIELDS = ("data.cache_dir", "data.num_workers")
 
 
 class Range(BaseModel):
@@ -106,9 +107,7 @@ def load_spec(path: str | Path, recipe: str | None = None) -> ExperimentSpec:
     """Read and validate a spec file (`recipe` replaces its base recipe); problems name the file."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise CxrkitError(
-            f"{path}: no such experiment spec; give a .yaml file (examples in experiments/seed003/)"
-        )
+        raise CxrkitError(f"{path}: no such experiment spec; give a .yaml file (examples in experiments/seed003/)")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
@@ -121,9 +120,7 @@ def load_spec(path: str | Path, recipe: str | None = None) -> ExperimentSpec:
     try:
         spec = ExperimentSpec.model_validate(data)
     except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'spec'}: {e['msg']}" for e in error.errors()
-        )
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'spec'}: {e['msg']}" for e in error.errors())
         raise CxrkitError(f"{path}: {problems}") from None
     for key in ("data", "split"):
         value = getattr(spec, key)
@@ -168,15 +165,19 @@ def plan_variants(spec: ExperimentSpec, shared: dict[str, Any]) -> list[Variant]
         combos = [{}] + [{key: value} for key, values in spec.axes.items() for value in values]
     combos += [dict(v) for v in spec.variants]
     varied = list(dict.fromkeys(key for combo in combos for key in combo))
+    split_fields = [k for k in varied if k.startswith("data.") and k not in PER_RUN_DATA_FIELDS]
+    if split_fields:
+        raise CxrkitError(
+            f"experiment {spec.name}: {split_fields[0]} cannot vary, as all variants share one "
+            "data set and split; run one experiment per setting (--data, or set: in the spec)"
+        )
     labels = _short_labels(varied)
     plans: dict[str, Variant] = {}
     for combo in combos:
         config = _build(spec, shared, combo, str(combo))
         if spec.mode == "one-at-a-time":
             combo = {k: v for k, v in combo.items() if get_dotted(config, k) != get_dotted(base, k)}
-        name = (
-            "__".join(f"{labels[k]}={_format(get_dotted(config, k))}" for k in combo) or "baseline"
-        )
+        name = "__".join(f"{labels[k]}={_format(get_dotted(config, k))}" for k in combo) or "baseline"
         name = re.sub(r"[^A-Za-z0-9._=+-]", "_", name)
         if name in plans:
             continue

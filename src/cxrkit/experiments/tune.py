@@ -61,8 +61,7 @@ def open_storage(url: str):
 
     if "://" not in url:
         raise CxrkitError(
-            f"--storage {url}: give a database URL such as sqlite:///study.db or "
-            "postgresql://user:password@host/db"
+            f"--storage {url}: give a database URL such as sqlite:///study.db or postgresql://user:password@host/db"
         )
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     if url.startswith("sqlite:///"):
@@ -143,8 +142,7 @@ def tune_worker(
         if _trials_before(study, trial.number) >= trials:
             trial.set_user_attr("surplus", True)
             raise optuna.TrialPruned(
-                f"not run: another worker started the study's last trial "
-                f"({trials}) at the same time"
+                f"not run: another worker started the study's last trial ({trials}) at the same time"
             )
         params = suggest(trial, spec.search_space())
         config = build_config(
@@ -199,9 +197,7 @@ def check_search_space(spec: ExperimentSpec, shared: dict[str, Any]) -> None:
             try:
                 build_config(spec.recipe, {**shared, key: value})
             except CxrkitError as error:
-                raise CxrkitError(
-                    f"experiment {spec.name}, search {key}={value!r}: {error}"
-                ) from None
+                raise CxrkitError(f"experiment {spec.name}, search {key}={value!r}: {error}") from None
 
 
 def suggest(trial, space: dict[str, Range | list[Any]]) -> dict[str, Any]:
@@ -211,29 +207,19 @@ def suggest(trial, space: dict[str, Range | list[Any]]) -> dict[str, Any]:
         if isinstance(choice, list):
             params[key] = trial.suggest_categorical(key, choice)
         elif all(isinstance(v, int) for v in (choice.low, choice.high, choice.step or 1)):
-            params[key] = trial.suggest_int(
-                key, choice.low, choice.high, step=choice.step or 1, log=choice.log
-            )
+            params[key] = trial.suggest_int(key, choice.low, choice.high, step=choice.step or 1, log=choice.log)
         else:
-            params[key] = trial.suggest_float(
-                key, choice.low, choice.high, step=choice.step, log=choice.log
-            )
+            params[key] = trial.suggest_float(key, choice.low, choice.high, step=choice.step, log=choice.log)
     return params
 
 
-def summarise(
-    spec: ExperimentSpec, out_dir: Path, storage: str, study_name: str, shared: dict[str, Any]
-) -> dict:
+def summarise(spec: ExperimentSpec, out_dir: Path, storage: str, study_name: str, shared: dict[str, Any]) -> dict:
     """Write trials.csv and the best configuration as a recipe; return what the CLI prints."""
     import optuna
 
     study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
     study.trials_dataframe().to_csv(out_dir / "trials.csv", index=False)
-    states = [
-        t.state.name.lower()
-        for t in study.get_trials(deepcopy=False)
-        if not t.user_attrs.get("surplus")
-    ]
+    states = [t.state.name.lower() for t in study.get_trials(deepcopy=False) if not t.user_attrs.get("surplus")]
     summary = {
         "study": study_name,
         "storage": storage,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ from cxrkit.errors import CxrkitError
 from cxrkit.serve.decode import decode_image
 from cxrkit.serve.model import ServedModel
 
+logger = logging.getLogger(__name__)
 IMAGE_HEIGHT = 360
 UPLOAD_TYPES = [".png", ".jpg", ".jpeg", ".dcm", ".dicom"]
 NOTICE = ("**Not for clinical use.** Research software: the output is a model's estimate, "
@@ -90,6 +92,9 @@ def _gradcam(explainer, gray: np.ndarray):
         return overlay(explain(explainer, gray, method="gradcam")), ""
     except (ImportError, CxrkitError) as error:
         return None, f"Grad-CAM unavailable: {error}"
+    except Exception as error:  # the heatmap is secondary: keep showing the prediction
+        logger.exception("Grad-CAM failed")
+        return None, f"Grad-CAM failed ({type(error).__name__}: {error}); see the server log"
 
 
 def _decision_text(served: ServedModel, probabilities: np.ndarray, threshold: float | None) -> str:

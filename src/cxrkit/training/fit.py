@@ -315,4 +315,4 @@ def _evaluate(run_dir: Path) -> None:
         from cxrkit.evaluation import evaluate_run
     except ImportError:
         return
-    evaluate_run(run_dir)
+    evaluate_run(run_dir, overwrite=True)
