@@ -50,7 +50,7 @@ def test_lower_is_better_metric_ranks_ascending_and_failures_are_kept(tmp_path):
     assert list(table["variant"]) == ["lr=0.001", "width=8", "baseline", "lr=0.01", "width=32"]
     assert list(table["rank"][:4]) == [1, 2, 3, 4] and table["rank"].isna().iloc[-1]
     assert list(table["status"]) == ["done"] * 4 + ["failed"]
-    assert table.loc[0, "train.lr"] == 0.001 and table.loc[0, "model.width"] == 16
+    assert table.iloc[0]["train.lr"] == 0.001 and table.iloc[0]["model.width"] == 16
 
     markdown = results_markdown(spec, table, [], tmp_path)
     assert "ranked by test `brier` (lower is better)" in markdown

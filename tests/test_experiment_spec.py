@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from cxrkit.errors import CxrkitError
-from cxrkit.experiments.runner import claim_out_dir
+from cxrkit.experiments import run_experiment
+from cxrkit.experiments.runner import claim_out_dir, experiment_settings
 from cxrkit.experiments.spec import base_overrides, load_spec, plan_variants
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
@@ -109,8 +111,11 @@ def test_missing_spec_file_is_a_clear_error(tmp_path):
 def test_out_folder_of_another_experiment_is_refused(tmp_path):
     spec = load_spec(write_spec(tmp_path, "recipe: tb-fast\naxes: {model.width: [4, 8]}\n"))
     out = tmp_path / "out"
-    claim_out_dir(out, spec, {"train.epochs": 1})
-    claim_out_dir(out, spec, {"train.epochs": 1})
+    with pytest.raises(CxrkitError, match="no such file or folder"):
+        run_experiment(spec, out, data=str(tmp_path / "typo"))
+    assert claim_out_dir(out, spec, {"train.epochs": 1}), "a failed start claims nothing"
+    (out / "experiment.yaml").write_text(yaml.safe_dump(experiment_settings(spec, {"train.epochs": 1})))
+    assert not claim_out_dir(out, spec, {"train.epochs": 1})
     with pytest.raises(CxrkitError, match="other settings"):
         claim_out_dir(out, spec, {"train.epochs": 2})
     foreign = tmp_path / "foreign"

@@ -20,7 +20,10 @@ TRAINING_LABELS = {
 
 
 def collect_results(spec: ExperimentSpec, variants: list[Variant], errors: dict[str, str]) -> pd.DataFrame:
-    """A row per variant: varied values, status, test metrics with CIs, training figures; ranked."""
+    """A row per variant: varied values, status, test metrics with CIs, training figures.
+
+    Rows are ranked best first; the index keeps each variant's position in the spec.
+    """
     keys = varied_keys(variants)
     metrics = list(dict.fromkeys((spec.metric, *HEADLINE)))
     rows = []
@@ -44,12 +47,11 @@ def collect_results(spec: ExperimentSpec, variants: list[Variant], errors: dict[
         row["error"] = errors.get(variant.name, "")
         row["run_dir"] = str(run_dir)
         rows.append(row)
-    table = pd.DataFrame(rows)
-    table = table.sort_values(
+    table = pd.DataFrame(rows).sort_values(
         spec.metric, ascending=not spec.higher_is_better(), na_position="last", kind="stable"
-    ).reset_index(drop=True)
-    ranked = table[spec.metric].notna()
-    table.insert(0, "rank", pd.Series(range(1, len(table) + 1)).where(ranked).astype("Int64"))
+    )
+    positions = pd.Series(range(1, len(table) + 1), index=table.index, dtype="Int64")
+    table.insert(0, "rank", positions.where(table[spec.metric].notna()))
     return table
 
 
@@ -128,6 +130,7 @@ def plot_metric_vs_axis(table: pd.DataFrame, metric: str, key: str, path: Path) 
     """Metric (with CI bars) against one field; one line per setting of the other varied fields."""
     from matplotlib.figure import Figure
 
+    table = table.sort_index()
     others = [k for k in _axis_columns(table) if k != key]
     values = list(dict.fromkeys(table[key]))
     numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
@@ -146,6 +149,7 @@ def plot_metric_vs_axis(table: pd.DataFrame, metric: str, key: str, path: Path) 
             y[order],
             capsize=4,
             marker="o",
+            linestyle="-" if numeric else "none",
             label=label,
             yerr=[(y - low)[order], (high - y)[order]],
         )

@@ -43,8 +43,10 @@ def run_experiment(
     out_dir = Path(out_dir).expanduser()
     shared = base_overrides(spec, data, overrides)
     variants = plan_variants(spec, shared)
-    claim_out_dir(out_dir, spec, shared)
+    new = claim_out_dir(out_dir, spec, shared)
     split = shared_split(variants[0].config, out_dir, spec.split)
+    if new:
+        (out_dir / SETTINGS_FILE).write_text(yaml.safe_dump(experiment_settings(spec, shared), sort_keys=False))
     variants = [place_variant(v, out_dir / "runs", split) for v in variants]
     todo = [v for v in variants if not is_finished(run_dir_of(v))]
     log.info(
@@ -60,9 +62,12 @@ def run_experiment(
     return table
 
 
-def claim_out_dir(out_dir: Path, spec: ExperimentSpec, shared: dict[str, Any]) -> None:
-    """Record the shared settings; refuse a folder that holds an experiment with other settings."""
-    settings = {"experiment": spec.name, "recipe": spec.recipe, "split": spec.split, "set": shared}
+def claim_out_dir(out_dir: Path, spec: ExperimentSpec, shared: dict[str, Any]) -> bool:
+    """Refuse a folder holding other files or an experiment with other settings.
+
+    Returns True when the folder is new to this experiment (its settings still to be recorded).
+    """
+    settings = experiment_settings(spec, shared)
     path = out_dir / SETTINGS_FILE
     if path.is_file():
         before = yaml.safe_load(path.read_text()) or {}
@@ -72,11 +77,15 @@ def claim_out_dir(out_dir: Path, spec: ExperimentSpec, shared: dict[str, Any]) -
                 f"{out_dir} holds an experiment with other settings ({', '.join(changed)} "
                 f"differ, see {path}); give another --out to keep both"
             )
-        return
+        return False
     if out_dir.exists() and any(out_dir.iterdir()):
         raise CxrkitError(f"{out_dir} exists and is not an experiment folder; give another --out")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(settings, sort_keys=False))
+    return True
+
+
+def experiment_settings(spec: ExperimentSpec, shared: dict[str, Any]) -> dict[str, Any]:
+    """What every variant shares; a later run into the same folder must share it too."""
+    return {"experiment": spec.name, "recipe": spec.recipe, "split": spec.split, "set": shared}
 
 
 def shared_split(base: Config, out_dir: Path, given: str | None) -> Path:
@@ -85,6 +94,7 @@ def shared_split(base: Config, out_dir: Path, given: str | None) -> Path:
     if given:
         return Path(given)
     path = out_dir / SPLIT_FILE
+    out_dir.mkdir(parents=True, exist_ok=True)
     if not path.is_file():
         from cxrkit.data.splits import write_split_file
         from cxrkit.training.fit import build_split
@@ -122,7 +132,7 @@ def train_all(variants: list[Variant], jobs: int) -> dict[str, str]:
         with ProcessPoolExecutor(
             max_workers=jobs,
             mp_context=get_context("spawn"),
-            initializer=_limit_threads,
+            initializer=limit_threads,
             initargs=(threads,),
         ) as pool:
             futures = {pool.submit(train_variant, v.config): v.name for v in variants}
@@ -162,7 +172,8 @@ def clear_evaluation(run_dir: Path) -> None:
         (run_dir / name).unlink(missing_ok=True)
 
 
-def _limit_threads(threads: int) -> None:
+def limit_threads(threads: int) -> None:
+    """Give each of several training processes its share of the CPU cores."""
     import torch
 
     torch.set_num_threads(threads)

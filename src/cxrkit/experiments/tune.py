@@ -27,7 +27,7 @@ from lightning.pytorch.callbacks import Callback
 
 from cxrkit.config import Config, build_config
 from cxrkit.errors import CxrkitError, TrainingInterrupted
-from cxrkit.experiments.runner import shared_split
+from cxrkit.experiments.runner import limit_threads, shared_split
 from cxrkit.experiments.spec import ExperimentSpec, Range, base_overrides
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,6 @@ def run_tune(
     if trials < 1 or jobs < 1:
         raise CxrkitError("--trials and --jobs must be at least 1")
     out_dir = Path(out_dir).expanduser()
-    out_dir.mkdir(parents=True, exist_ok=True)
     storage = storage or f"sqlite:///{(out_dir / 'study.db').resolve()}"
     study_name = study_name or spec.name
     shared = base_overrides(spec, data, overrides)
@@ -111,7 +110,9 @@ def run_tune(
     if jobs == 1:
         tune_worker(*arguments)
     else:
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        context = get_context("spawn")
+        with ProcessPoolExecutor(jobs, mp_context=context, initializer=limit_threads, initargs=(threads,)) as pool:
             for future in [pool.submit(tune_worker, *arguments) for _ in range(jobs)]:
                 future.result()
     return summarise(spec, out_dir, storage, study_name, shared)
