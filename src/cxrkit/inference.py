@@ -9,12 +9,16 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cxrkit.data.io import to_gray
 from cxrkit.data.preprocess import Preprocessing, normalise, prepare
 from cxrkit.errors import CxrkitError
+
+if TYPE_CHECKING:
+    import torch
 
 CHECKPOINT_NAME = "model.ckpt"
 CHECKPOINT_FORMAT = "cxrkit-model-v1"
@@ -54,7 +58,47 @@ def probabilities_from_logits(logits, single_logit: bool):
     return torch.softmax(logits.float(), dim=1)
 
 
-class Predictor:
+class BasePredictor:
+    """What every predictor shares: preprocessing, batching and sklearn-style predict/predict_proba.
+
+    Subclasses set `classes` and `preprocessing` and implement `_probabilities(batch)` for a
+    float32 (N, C, H, W) array.
+    """
+
+    classes: list[str]
+    preprocessing: Preprocessing
+
+    def prepare(self, image) -> np.ndarray:
+        """Decode, enhance and resize one input to the uint8 image the model sees."""
+        return prepare(to_gray(image), self.preprocessing)
+
+    def to_array(self, images: Iterable) -> np.ndarray:
+        """Model input batch (N, C, H, W) float32 for a list of inputs."""
+        return normalise(np.stack([self.prepare(image) for image in images]), self.preprocessing)
+
+    def _probabilities(self, batch: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def predict_proba(self, images, batch_size: int = 32, progress=None) -> np.ndarray:
+        """An (N, n_classes) array of probabilities; `progress` is called with each batch size."""
+        images = _as_list(images)
+        outputs = []
+        for start in range(0, len(images), batch_size):
+            batch = self.to_array(images[start:start + batch_size])
+            outputs.append(self._probabilities(batch))
+            if progress is not None:
+                progress(len(batch))
+        if not outputs:
+            return np.zeros((0, len(self.classes)), dtype=np.float32)
+        return np.concatenate(outputs).astype(np.float32)
+
+    def predict(self, images, batch_size: int = 32) -> list[str]:
+        """The most probable class name for each input."""
+        probabilities = self.predict_proba(images, batch_size)
+        return [self.classes[i] for i in probabilities.argmax(axis=1)]
+
+
+class Predictor(BasePredictor):
     """Probabilities for images given as paths, PIL images or arrays, like sklearn's predict_proba."""
 
     def __init__(self, model, classes: Sequence[str], preprocessing: Preprocessing,
@@ -74,38 +118,18 @@ class Predictor:
         path = self.run_dir / "operating_points.json"
         return json.loads(path.read_text()) if path.is_file() else None
 
-    def prepare(self, image) -> np.ndarray:
-        """Decode, enhance and resize one input to the uint8 image the model sees."""
-        return prepare(to_gray(image), self.preprocessing)
-
-    def to_tensor(self, images: Iterable) -> torch.Tensor:  # noqa: F821
-        """Model input batch (N, C, H, W) float32 for a list of inputs."""
+    def to_tensor(self, images: Iterable) -> torch.Tensor:
+        """Model input batch (N, C, H, W) as a float32 torch tensor."""
         import torch
 
-        prepared = np.stack([self.prepare(image) for image in images])
-        return torch.from_numpy(normalise(prepared, self.preprocessing))
+        return torch.from_numpy(self.to_array(images))
 
-    def predict_proba(self, images, batch_size: int = 32, progress=None) -> np.ndarray:
-        """An (N, n_classes) array of probabilities; `progress` is called with each batch size."""
+    def _probabilities(self, batch: np.ndarray) -> np.ndarray:
         import torch
 
-        images = _as_list(images)
-        outputs = []
         with torch.inference_mode():
-            for start in range(0, len(images), batch_size):
-                batch = self.to_tensor(images[start:start + batch_size])
-                logits = self.model(batch)
-                outputs.append(probabilities_from_logits(logits, self.single_logit).numpy())
-                if progress is not None:
-                    progress(len(batch))
-        if not outputs:
-            return np.zeros((0, len(self.classes)), dtype=np.float32)
-        return np.concatenate(outputs).astype(np.float32)
-
-    def predict(self, images, batch_size: int = 32) -> list[str]:
-        """The most probable class name for each input."""
-        probabilities = self.predict_proba(images, batch_size)
-        return [self.classes[i] for i in probabilities.argmax(axis=1)]
+            logits = self.model(torch.from_numpy(batch))
+            return probabilities_from_logits(logits, self.single_logit).numpy()
 
 
 def _as_list(images) -> list:

@@ -12,16 +12,15 @@ from pathlib import Path
 
 import numpy as np
 
-from cxrkit.data.io import to_gray
-from cxrkit.data.preprocess import Preprocessing, normalise, prepare
+from cxrkit.data.preprocess import Preprocessing
 from cxrkit.errors import CxrkitError
-from cxrkit.inference import _as_list
+from cxrkit.inference import BasePredictor
 
 METADATA_KEY = "cxrkit"
 METADATA_FORMAT = "cxrkit-onnx-v1"
 
 
-class OnnxPredictor:
+class OnnxPredictor(BasePredictor):
     """Probabilities for images from an exported ONNX model, like `cxrkit.inference.Predictor`."""
 
     def __init__(self, session, metadata: dict, path: Path):
@@ -38,31 +37,8 @@ class OnnxPredictor:
         self._input = metadata.get("input", session.get_inputs()[0].name)
         self._output = metadata.get("output", session.get_outputs()[0].name)
 
-    def prepare(self, image) -> np.ndarray:
-        """Decode, enhance and resize one input to the uint8 image the model sees."""
-        return prepare(to_gray(image), self.preprocessing)
-
-    def to_array(self, images) -> np.ndarray:
-        """Model input batch (N, C, H, W) float32 for a list of inputs."""
-        return normalise(np.stack([self.prepare(image) for image in images]), self.preprocessing)
-
-    def predict_proba(self, images, batch_size: int = 32, progress=None) -> np.ndarray:
-        """An (N, n_classes) array of probabilities; `progress` is called with each batch size."""
-        images = _as_list(images)
-        outputs = []
-        for start in range(0, len(images), batch_size):
-            batch = self.to_array(images[start:start + batch_size])
-            outputs.append(self.session.run([self._output], {self._input: batch})[0])
-            if progress is not None:
-                progress(len(batch))
-        if not outputs:
-            return np.zeros((0, len(self.classes)), dtype=np.float32)
-        return np.concatenate(outputs).astype(np.float32)
-
-    def predict(self, images, batch_size: int = 32) -> list[str]:
-        """The most probable class name for each input."""
-        probabilities = self.predict_proba(images, batch_size)
-        return [self.classes[i] for i in probabilities.argmax(axis=1)]
+    def _probabilities(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run([self._output], {self._input: batch})[0]
 
 
 def session_options(threads: int | None = None):
