@@ -33,9 +33,7 @@ def test_every_method_puts_the_evidence_where_the_model_looks(method):
     assert explanation.heatmap.dtype == np.float32
     assert explanation.heatmap.min() >= 0 and explanation.heatmap.max() == pytest.approx(1.0)
     assert explanation.target_class == "Tuberculosis"
-    assert explanation.probability == pytest.approx(
-        predictor.predict_proba(blobs_image())[0, 1], abs=1e-5
-    )
+    assert explanation.probability == pytest.approx(predictor.predict_proba(blobs_image())[0, 1], abs=1e-5)
     assert top_left_share(explanation.heatmap) > 0.8, method
     np.testing.assert_array_equal(explanation.prepared, predictor.prepare(blobs_image()))
 
@@ -96,9 +94,7 @@ def test_shap_background_comes_from_the_run_training_split(tmp_path):
         path = tmp_path / f"image{index}.png"
         Image.fromarray(dark_images(4)[index]).save(path)
         paths.append((str(path), "Normal", "", split))
-    pd.DataFrame(paths, columns=["path", "label", "group", "split"]).to_csv(
-        tmp_path / "split.csv", index=False
-    )
+    pd.DataFrame(paths, columns=["path", "label", "group", "split"]).to_csv(tmp_path / "split.csv", index=False)
     predictor = quadrant_predictor()
     predictor.run_dir = tmp_path
     explanation = explain(predictor, blobs_image(), "shap", n_background=3)
@@ -146,9 +142,7 @@ def test_overlay_colours_only_where_there_is_evidence():
     assert picture.shape == (SIZE, SIZE, 3) and picture.dtype == np.uint8
     cold = explanation.heatmap == 0
     assert cold.any()
-    np.testing.assert_array_equal(
-        picture[cold], np.repeat(explanation.prepared[cold][:, None], 3, axis=1)
-    )
+    np.testing.assert_array_equal(picture[cold], np.repeat(explanation.prepared[cold][:, None], 3, axis=1))
     hot = explanation.heatmap > 0.9
     assert np.abs(picture[hot].astype(int) - explanation.prepared[hot][:, None]).max() > 50
 

@@ -35,9 +35,7 @@ def run_and_images(tmp_path: Path) -> tuple[Path, list[Path]]:
             "format": CHECKPOINT_FORMAT,
             "state_dict": build_model(**spec).state_dict(),
             "classes": ["Normal", "Tuberculosis"],
-            "preprocessing": Preprocessing(
-                image_size=SIZE, channels=1, mean=(0.3,), std=(0.2,)
-            ).to_dict(),
+            "preprocessing": Preprocessing(image_size=SIZE, channels=1, mean=(0.3,), std=(0.2,)).to_dict(),
             "model": spec,
             "single_logit": False,
             "info": {"model_name": "baseline_cnn"},

@@ -35,16 +35,10 @@ def test_a_faithful_map_beats_a_random_one_on_deletion_and_insertion():
     deletion = perturbation_curve(predictor, faithful, "deletion", steps=10)
     assert len(deletion) == 11
     assert deletion[0] == pytest.approx(faithful.probability, abs=1e-5)
-    assert (
-        curve_auc(deletion)
-        < curve_auc(perturbation_curve(predictor, chance, "deletion", steps=10)) - 0.05
-    )
+    assert curve_auc(deletion) < curve_auc(perturbation_curve(predictor, chance, "deletion", steps=10)) - 0.05
     insertion = perturbation_curve(predictor, faithful, "insertion", steps=10)
     assert insertion[-1] == pytest.approx(faithful.probability, abs=1e-5)
-    assert (
-        curve_auc(insertion)
-        > curve_auc(perturbation_curve(predictor, chance, "insertion", steps=10)) + 0.02
-    )
+    assert curve_auc(insertion) > curve_auc(perturbation_curve(predictor, chance, "insertion", steps=10)) + 0.02
 
 
 def test_randomised_copy_reinitialises_weights_and_leaves_the_original_alone():
@@ -144,13 +138,8 @@ def test_gallery_picks_the_most_confident_cases(tmp_path):
     assert list(cases["false positive"]["prob_Tuberculosis"]) == [0.9]
     assert list(cases["false negative"]["prob_Tuberculosis"]) == [0.2]
     entries = make_gallery(quadrant_predictor(), predictions, tmp_path / "gallery", per_group=2)
-    assert [e["group"] for e in entries] == ["true positive"] * 2 + ["false positive"] * 2 + [
-        "false negative"
-    ] * 2
-    assert (
-        entries[0]["title"]
-        == "true positive: case0.png (true Tuberculosis, predicted Tuberculosis)"
-    )
+    assert [e["group"] for e in entries] == ["true positive"] * 2 + ["false positive"] * 2 + ["false negative"] * 2
+    assert entries[0]["title"] == "true positive: case0.png (true Tuberculosis, predicted Tuberculosis)"
     assert entries[4]["title"].startswith("false negative: case2.png")
     for entry in entries:
         assert Image.open(entry["image_path"]).mode == "RGB"
@@ -176,13 +165,8 @@ def test_trained_run_gradcam_is_faithful_and_depends_on_the_weights():
     correlations = randomisation_correlations(predictor, images, "gradcam")
     assert np.nanmean(correlations) < 0.5, correlations
     explanations = [explain(predictor, image, "gradcam") for image in images]
-    gradcam = np.mean(
-        [curve_auc(perturbation_curve(predictor, e, "deletion")) for e in explanations]
-    )
+    gradcam = np.mean([curve_auc(perturbation_curve(predictor, e, "deletion")) for e in explanations])
     chance = np.mean(
-        [
-            curve_auc(perturbation_curve(predictor, random_map(e, i), "deletion"))
-            for i, e in enumerate(explanations)
-        ]
+        [curve_auc(perturbation_curve(predictor, random_map(e, i), "deletion")) for i, e in enumerate(explanations)]
     )
     assert gradcam < chance, (gradcam, chance)

@@ -50,9 +50,7 @@ class Mask(nn.Module):
 
 def quadrant_predictor(single_logit: bool = False) -> Predictor:
     prep = Preprocessing(image_size=SIZE, channels=1, mean=(0.5,), std=(0.25,))
-    return Predictor(
-        QuadrantModel(single_logit), ["Normal", "Tuberculosis"], prep, single_logit=single_logit
-    )
+    return Predictor(QuadrantModel(single_logit), ["Normal", "Tuberculosis"], prep, single_logit=single_logit)
 
 
 def blobs_image(seed: int = 0) -> np.ndarray:

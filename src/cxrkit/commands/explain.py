@@ -9,10 +9,7 @@ from pathlib import Path
 
 from cxrkit.errors import CxrkitError
 
-METHOD_HELP = (
-    "gradcam (default), gradcam++, lime, shap, occlusion or integrated-gradients; "
-    "repeat for several"
-)
+METHOD_HELP = "gradcam (default), gradcam++, lime, shap, occlusion or integrated-gradients; repeat for several"
 
 
 def register(subparsers) -> None:
@@ -24,12 +21,8 @@ def register(subparsers) -> None:
         "cxrkit explain runs/tb-fast --data ../shared/data/tb --n 50 --benchmark",
     )
     parser.add_argument("run", metavar="RUN", help="run folder (or its model.ckpt)")
-    parser.add_argument(
-        "images", metavar="IMAGE", nargs="*", help="image files or folders of images"
-    )
-    parser.add_argument(
-        "--method", dest="methods", action="append", metavar="METHOD", help=METHOD_HELP
-    )
+    parser.add_argument("images", metavar="IMAGE", nargs="*", help="image files or folders of images")
+    parser.add_argument("--method", dest="methods", action="append", metavar="METHOD", help=METHOD_HELP)
     parser.add_argument(
         "--class",
         dest="class_name",
@@ -52,15 +45,10 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--benchmark",
         action="store_true",
-        help="measure deletion/insertion AUC, "
-        "model-randomisation correlation and speed per method on --data images",
+        help="measure deletion/insertion AUC, model-randomisation correlation and speed per method on --data images",
     )
-    parser.add_argument(
-        "--data", metavar="DIR|CSV", help="images for --benchmark (class folders or a manifest)"
-    )
-    parser.add_argument(
-        "--n", type=int, default=50, metavar="N", help="images drawn for --benchmark (50)"
-    )
+    parser.add_argument("--data", metavar="DIR|CSV", help="images for --benchmark (class folders or a manifest)")
+    parser.add_argument("--n", type=int, default=50, metavar="N", help="images drawn for --benchmark (50)")
     parser.add_argument("--seed", type=int, default=0, help="seed for sampling and perturbations")
     parser.set_defaults(func=run)
 
@@ -73,9 +61,7 @@ def run(args: argparse.Namespace) -> int:
     if unknown:
         raise CxrkitError(f"--method {unknown[0]!r}: choose one of {', '.join(METHODS)}")
     if args.layer and not set(methods) & set(CAM_METHODS):
-        raise CxrkitError(
-            f"--layer applies to {' and '.join(CAM_METHODS)} only; add --method gradcam"
-        )
+        raise CxrkitError(f"--layer applies to {' and '.join(CAM_METHODS)} only; add --method gradcam")
     if args.samples is not None and args.samples < 1:
         raise CxrkitError(f"--samples {args.samples}: must be at least 1")
     options = {method: {} for method in methods}
@@ -117,9 +103,7 @@ def write_explanations(args: argparse.Namespace, methods: list[str], options: di
     if args.data:
         raise CxrkitError("--data is for --benchmark; to explain images, list them after RUN")
     if not args.images:
-        raise CxrkitError(
-            "no IMAGE given; usage: cxrkit explain RUN IMAGE... (or --data DIR --benchmark)"
-        )
+        raise CxrkitError("no IMAGE given; usage: cxrkit explain RUN IMAGE... (or --data DIR --benchmark)")
     images = image_files(args.images)
     predictor = load(args.run)
     out_dir = Path(args.out).expanduser() if args.out else predictor.run_dir / "explanations"
@@ -136,20 +120,16 @@ def write_explanations(args: argparse.Namespace, methods: list[str], options: di
             sources[stem] = image
             jobs.append((image, method, stem))
     if not args.overwrite:
-        existing = [
-            p for *_, stem in jobs for p in output_paths(out_dir, stem).values() if p.exists()
-        ]
+        existing = [p for *_, stem in jobs for p in output_paths(out_dir, stem).values() if p.exists()]
         if existing:
             raise CxrkitError(
-                f"{existing[0]} already exists; pass --overwrite to replace it "
-                "or --out to write elsewhere"
+                f"{existing[0]} already exists; pass --overwrite to replace it or --out to write elsewhere"
             )
     for image, method, stem in jobs:
         explanation = explain(predictor, image, method, target=args.class_name, **options[method])
         paths = save_overlay(explanation, out_dir, stem, overwrite=args.overwrite)
         print(
-            f"{image}: {method} for {explanation.target_class} "
-            f"(p = {explanation.probability:.3f}) -> {paths['panel']}"
+            f"{image}: {method} for {explanation.target_class} (p = {explanation.probability:.3f}) -> {paths['panel']}"
         )
     print(f"wrote {len(jobs)} heatmap(s) (.heatmap.npy), overlay(s) and panel(s) to {out_dir}")
     return 0
@@ -179,9 +159,7 @@ def run_benchmark(args: argparse.Namespace, methods: list[str], options: dict) -
         if done == len(sample):
             print(file=sys.stderr)
 
-    table = benchmark(
-        predictor, list(sample["path"]), methods, seed=args.seed, options=options, progress=progress
-    )
+    table = benchmark(predictor, list(sample["path"]), methods, seed=args.seed, options=options, progress=progress)
     table.columns = [
         "method",
         "deletion AUC (lower better)",

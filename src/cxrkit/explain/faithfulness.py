@@ -4,9 +4,10 @@ Deletion (Petsiuk et al. 2018, RISE): turn the most important pixels black first
 target class probability; a faithful map makes it fall fast (low area under the curve).
 Insertion: start from a blurred copy and restore the most important pixels first; a faithful
 map makes it rise fast (high area). The blur (sigma = image size / 8) is stronger than RISE's
-5 px at 224 px: with that, a TB model still saw TB in the blurred copy and every map scored alike. Model randomisation (Adebayo et al. 2018): a map that
-hardly changes when the model's weights are re-initialised does not explain the model; we
-report the Spearman rank correlation between the two maps (low is good).
+5 px at 224 px: with that, a TB model still saw TB in the blurred copy and every map scored
+alike. Model randomisation (Adebayo et al. 2018): a map that hardly changes when the model's
+weights are re-initialised does not explain the model; we report the Spearman rank correlation
+between the two maps (low is good).
 """
 
 from __future__ import annotations
@@ -141,14 +142,10 @@ def benchmark(
             )
             scores["spearman"].append(rank_correlation(explanation.heatmap, control.heatmap))
             for mode in CURVE_MODES:
-                scores[mode].append(
-                    curve_auc(perturbation_curve(predictor, explanation, mode, steps, seed))
-                )
+                scores[mode].append(curve_auc(perturbation_curve(predictor, explanation, mode, steps, seed)))
                 if method == methods[0]:
                     chance = random_map(explanation, seed + done)
-                    baseline[mode].append(
-                        curve_auc(perturbation_curve(predictor, chance, mode, steps, seed))
-                    )
+                    baseline[mode].append(curve_auc(perturbation_curve(predictor, chance, mode, steps, seed)))
             if progress is not None:
                 progress(method, done)
         rows.append(

@@ -23,9 +23,7 @@ def positive_classes(classes: list[str]) -> list[str]:
     return others if len(others) == 1 else [classes[1]]
 
 
-def select_cases(
-    predictions: pd.DataFrame, positive: str, per_group: int
-) -> dict[str, pd.DataFrame]:
+def select_cases(predictions: pd.DataFrame, positive: str, per_group: int) -> dict[str, pd.DataFrame]:
     """The most confident true positives, false positives and false negatives for `positive`."""
     probability = predictions[f"prob_{positive}"]
     is_true, is_pred = predictions["true"] == positive, predictions["pred"] == positive
@@ -34,9 +32,7 @@ def select_cases(
         "false positive": probability[~is_true & is_pred].sort_values(ascending=False),
         "false negative": probability[is_true & ~is_pred].sort_values(ascending=True),
     }
-    return {
-        group: predictions.loc[order.index[:per_group]] for group, order in by_confidence.items()
-    }
+    return {group: predictions.loc[order.index[:per_group]] for group, order in by_confidence.items()}
 
 
 def make_gallery(

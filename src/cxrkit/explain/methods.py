@@ -80,29 +80,21 @@ def class_probabilities(predictor, prepared: np.ndarray, batch_size: int = 32) -
     outputs = []
     with torch.inference_mode():
         for start in range(0, len(prepared), batch_size):
-            outputs.append(
-                scores(model_input(predictor, prepared[start : start + batch_size])).numpy()
-            )
+            outputs.append(scores(model_input(predictor, prepared[start : start + batch_size])).numpy())
     return np.concatenate(outputs).astype(np.float32)
 
 
-def resolve_target(
-    classes: Sequence[str], target: str | int | None, probabilities: np.ndarray
-) -> int:
+def resolve_target(classes: Sequence[str], target: str | int | None, probabilities: np.ndarray) -> int:
     """Class index to explain: a name, an index, or None for the most probable class."""
     if target is None:
         return int(np.argmax(probabilities))
     if isinstance(target, (int, np.integer)) and not isinstance(target, bool):
         if not 0 <= target < len(classes):
-            raise CxrkitError(
-                f"class index {target} is out of range; the model has {len(classes)} classes"
-            )
+            raise CxrkitError(f"class index {target} is out of range; the model has {len(classes)} classes")
         return int(target)
     names = {name.lower(): index for index, name in enumerate(classes)}
     if str(target).lower() not in names:
-        raise CxrkitError(
-            f"--class {target!r}: not a class of this model; choose one of {', '.join(classes)}"
-        )
+        raise CxrkitError(f"--class {target!r}: not a class of this model; choose one of {', '.join(classes)}")
     return names[str(target).lower()]
 
 
@@ -124,9 +116,7 @@ def resolve_layer(predictor, layer: str | None) -> tuple[str, nn.Module]:
         return layer, model.get_submodule(layer)
     except AttributeError as error:
         tops = ", ".join(n for n, _ in model.named_children())
-        raise CxrkitError(
-            f"--layer {layer!r}: the model has no such layer; top-level layers are {tops}"
-        ) from error
+        raise CxrkitError(f"--layer {layer!r}: the model has no such layer; top-level layers are {tops}") from error
 
 
 def training_background(predictor, n: int = 16, seed: int = 0) -> np.ndarray:
@@ -139,9 +129,7 @@ def training_background(predictor, n: int = 16, seed: int = 0) -> np.ndarray:
             f"{split_path or 'this predictor'} has no split.csv; pass background=[images]"
         )
     split = pd.read_csv(split_path, dtype=str, keep_default_na=False)
-    train = (
-        split[split["split"] == "train"] if {"path", "split"} <= set(split.columns) else split[:0]
-    )
+    train = split[split["split"] == "train"] if {"path", "split"} <= set(split.columns) else split[:0]
     if train.empty:
         raise CxrkitError(f"{split_path}: no rows with split=train to draw a SHAP background from")
     chosen = train.sample(n=min(n, len(train)), random_state=seed)["path"]
@@ -326,8 +314,7 @@ def explain(
     unknown = sorted(set(options) - set(method_options(method)))
     if unknown:
         raise CxrkitError(
-            f"{method} has no option(s) {', '.join(unknown)}; "
-            f"it takes {', '.join(method_options(method)) or 'none'}"
+            f"{method} has no option(s) {', '.join(unknown)}; it takes {', '.join(method_options(method)) or 'none'}"
         )
     if layer is not None and method not in CAM_METHODS:
         raise CxrkitError(f"--layer applies to {' and '.join(CAM_METHODS)} only, not {method}")
@@ -336,9 +323,7 @@ def explain(
     x = model_input(predictor, prepared)
     probabilities = class_probabilities(predictor, prepared[None])[0]
     index = resolve_target(predictor.classes, target, probabilities)
-    layer_name, layer_module = (
-        resolve_layer(predictor, layer) if method in CAM_METHODS else (None, None)
-    )
+    layer_name, layer_module = resolve_layer(predictor, layer) if method in CAM_METHODS else (None, None)
     context = {
         "predictor": predictor,
         "prepared": prepared,

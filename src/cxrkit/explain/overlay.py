@@ -53,9 +53,7 @@ def panel(explanation: Explanation, subtitle: str | None = None) -> np.ndarray:
     right.set_title("evidence for " + explanation.target_class, fontsize=10)
     for axis in (left, right):
         axis.axis("off")
-    colour_bar = figure.colorbar(
-        ScalarMappable(Normalize(0, 1), COLORMAP), ax=[left, right], fraction=0.04
-    )
+    colour_bar = figure.colorbar(ScalarMappable(Normalize(0, 1), COLORMAP), ax=[left, right], fraction=0.04)
     colour_bar.set_label("relative evidence", fontsize=9)
     figure.suptitle(panel_title(explanation) + (f"\n{subtitle}" if subtitle else ""), fontsize=11)
     canvas.draw()
@@ -82,10 +80,7 @@ def save_overlay(
     paths = output_paths(out_dir, stem)
     existing = [str(p) for p in paths.values() if p.exists()]
     if existing and not overwrite:
-        raise CxrkitError(
-            f"{existing[0]} already exists; pass --overwrite to replace it "
-            "or --out to write elsewhere"
-        )
+        raise CxrkitError(f"{existing[0]} already exists; pass --overwrite to replace it or --out to write elsewhere")
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     np.save(paths["heatmap"], explanation.heatmap)
     Image.fromarray(overlay(explanation)).save(paths["overlay"])
