@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -55,3 +57,17 @@ def test_imagenet_weights_unavailable_offline_gives_a_clear_error(monkeypatch, t
                         lambda *a, **k: (_ for _ in ()).throw(OSError("network unreachable")))
     with pytest.raises(CxrkitError, match="cannot get resnet18 ImageNet weights"):
         build_model("resnet18", num_classes=2, weights="imagenet")
+
+
+def test_imagenet_weights_come_from_torchvisions_cache(monkeypatch, tmp_path):
+    import torchvision
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    reference = torchvision.models.resnet18(weights=None).state_dict()
+    url = torchvision.models.get_weight("ResNet18_Weights.DEFAULT").url
+    cached = tmp_path / "hub" / "checkpoints" / Path(url).name
+    cached.parent.mkdir(parents=True)
+    torch.save(reference, cached)
+    model = build_model("resnet18", num_classes=2, in_channels=3, weights="imagenet")
+    assert torch.equal(model.layer1[0].conv1.weight, reference["layer1.0.conv1.weight"])
+    assert model.fc.out_features == 2
