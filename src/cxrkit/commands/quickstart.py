@@ -28,11 +28,11 @@ def run(args: argparse.Namespace) -> int:
     if args.data:
         overrides.update({"data.source": args.data, "name": f"quickstart-{Path(args.data).name}"})
     else:
-        data = make_synthetic_dataset(Path(args.output_dir) / "quickstart-data", per_class=80, size=96)
+        data = make_synthetic_dataset(Path(args.output_dir) / "quickstart-data", per_class=150, size=96)
         print(f"SMOKE TEST on synthetic images in {data} (not a medical result)")
         overrides.update({"data.source": str(data), "name": "quickstart", "preprocess.image_size": 64,
-                          "train.epochs": 4, "model.width": 8, "model.depth": 4,
-                          "data.group_near_duplicates": False})
+                          "train.epochs": 12, "model.width": 16, "model.depth": 4,
+                          "train.monitor": "val_loss", "data.group_near_duplicates": False})
     run_dir = train(build_config(args.recipe, overrides), overwrite=args.overwrite)
     print_run_summary(run_dir)
     print("\nnext steps:")
