@@ -9,6 +9,17 @@ import pytest
 from PIL import Image
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+TINY_TRAINING = {
+    "data.group_near_duplicates": False,
+    "preprocess.image_size": 32,
+    "model.name": "baseline_cnn",
+    "model.width": 4,
+    "model.depth": 2,
+    "train.epochs": 1,
+    "train.batch_size": 8,
+}
 
 
 def shared_data(*parts: str) -> Path:
@@ -45,13 +56,23 @@ def tiny_overrides(tmp_path: Path):
     """Config overrides that make training take a few seconds."""
 
     def make(source: Path, name: str = "run", **extra) -> dict:
-        overrides = {
-            "data.source": str(source), "name": name, "output_dir": str(tmp_path / "runs"),
-            "data.cache_dir": str(tmp_path / "cache"), "data.group_near_duplicates": False,
-            "preprocess.image_size": 32, "model.name": "baseline_cnn", "model.width": 4,
-            "model.depth": 2, "train.epochs": 1, "train.batch_size": 8,
-        }
+        overrides = {"data.source": str(source), "name": name, "output_dir": str(tmp_path / "runs"),
+                     "data.cache_dir": str(tmp_path / "cache"), **TINY_TRAINING}
         overrides.update(extra)
         return overrides
 
     return make
+
+
+@pytest.fixture
+def browser():
+    """Debian's headless chromium through Playwright (never `playwright install`); skips if absent."""
+    if not CHROMIUM.is_file():
+        pytest.skip(f"{CHROMIUM} not installed (apt-get install -y chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()

@@ -10,25 +10,15 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import shared_data
+from conftest import TINY_TRAINING, shared_data
 from cxrkit.cli import main
 from cxrkit.experiments import load_spec, run_experiment
-
-TINY = {
-    "data.group_near_duplicates": False,
-    "preprocess.image_size": 32,
-    "model.name": "baseline_cnn",
-    "model.width": 4,
-    "model.depth": 2,
-    "train.epochs": 1,
-    "train.batch_size": 8,
-}
 
 
 def tiny_spec(tmp_path: Path, **fields) -> Path:
     spec = {
         "recipe": "tb-fast",
-        "set": {**TINY, "data.cache_dir": str(tmp_path / "cache")},
+        "set": {**TINY_TRAINING, "data.cache_dir": str(tmp_path / "cache")},
         **fields,
     }
     path = tmp_path / "tiny.yaml"

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from cxrkit.config import build_config
 from cxrkit.evaluation.report import SECTIONS
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 EXPECTED_FIGURES = ("Images per class", "Confusion matrix", "ROC curve", "Precision-recall curve",
                     "Reliability diagram", "Sample predictions", "Training curves")
 
@@ -18,16 +14,8 @@ pytestmark = pytest.mark.browser
 
 
 @pytest.fixture
-def browser_page():
-    if not CHROMIUM.is_file():
-        pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield browser.new_page()
-        finally:
-            browser.close()
+def browser_page(browser):
+    return browser.new_page()
 
 
 def test_tb_fast_report_shows_every_section_and_image(tiny_folder, tiny_overrides, browser_page):

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from conftest import TINY_TRAINING
 from cxrkit.config import build_config
 from cxrkit.data.sources import load_manifest
 from cxrkit.data.splits import assign_splits, write_split_file
@@ -20,15 +21,6 @@ from cxrkit.errors import CxrkitError
 from cxrkit.experiments import load_spec
 from cxrkit.experiments.tune import PruneOnValidation, open_storage, run_tune
 
-TINY = {
-    "data.group_near_duplicates": False,
-    "preprocess.image_size": 32,
-    "model.name": "baseline_cnn",
-    "model.width": 4,
-    "model.depth": 2,
-    "train.epochs": 1,
-    "train.batch_size": 8,
-}
 SEARCH = {
     "train.lr": {"low": 1.0e-4, "high": 1.0e-1, "log": True},
     "model.width": {"low": 2, "high": 6},
@@ -38,7 +30,7 @@ SEARCH = {
 def tiny_spec(tmp_path: Path, **fields) -> Path:
     spec = {
         "recipe": "tb-fast",
-        "set": {**TINY, "data.cache_dir": str(tmp_path / "cache")},
+        "set": {**TINY_TRAINING, "data.cache_dir": str(tmp_path / "cache")},
         "search": SEARCH,
         **fields,
     }
