@@ -17,25 +17,18 @@ def register(subparsers) -> None:
         "cxrkit experiment experiments/seed003/02-optimizers.yaml --data ../shared/data/tb",
     )
     parser.add_argument("spec", help="experiment spec YAML (see experiments/README.md)")
+    add_spec_options(parser, "runs/<spec name>", "variants trained at once, each in its own process", "variant")
+    parser.set_defaults(func=run)
+
+
+def add_spec_options(parser: argparse.ArgumentParser, default_out: str, jobs_help: str, unit: str) -> None:
+    """--data, --recipe, --out, --jobs and --set, shared by `experiment` and `tune`."""
     parser.add_argument("--data", metavar="DIR|CSV", help="data source (overrides the spec's data:)")
     parser.add_argument("--recipe", metavar="NAME|YAML", help="base recipe instead of the spec's")
-    parser.add_argument("--out", metavar="DIR", help="output folder (default: runs/<spec name>)")
-    parser.add_argument(
-        "--jobs",
-        type=int,
-        default=1,
-        metavar="N",
-        help="variants trained at once, each in its own process (default 1)",
-    )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config field for every variant, e.g. --set train.epochs=2",
-    )
-    parser.set_defaults(func=run)
+    parser.add_argument("--out", metavar="DIR", help=f"output folder (default: {default_out})")
+    parser.add_argument("--jobs", type=int, default=1, metavar="N", help=f"{jobs_help} (default 1)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"override a config field for every {unit}, e.g. --set train.epochs=2")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from cxrkit.commands.experiment import add_spec_options
 from cxrkit.config import parse_override
 
 
@@ -32,24 +33,7 @@ def register(subparsers) -> None:
         "(default: sqlite in the output folder)",
     )
     parser.add_argument("--study-name", metavar="NAME", help="study name (default: the spec name)")
-    parser.add_argument("--data", metavar="DIR|CSV", help="data source (overrides the spec's data:)")
-    parser.add_argument("--recipe", metavar="NAME|YAML", help="base recipe instead of the spec's")
-    parser.add_argument("--out", metavar="DIR", help="output folder (default: runs/tune-<spec name>)")
-    parser.add_argument(
-        "--jobs",
-        type=int,
-        default=1,
-        metavar="N",
-        help="worker processes on this machine (default 1)",
-    )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config field for every trial, e.g. --set train.epochs=3",
-    )
+    add_spec_options(parser, "runs/tune-<spec name>", "worker processes on this machine", "trial")
     parser.set_defaults(func=run)
 
 
