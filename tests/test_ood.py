@@ -52,7 +52,7 @@ def test_training_stores_a_weights_only_reference(trained: Path):
     ood = checkpoint["ood"]
     assert ood["format"] == "cxrkit-ood-v1" and len(ood["layers"]) >= 2
     assert [m.shape[1] for m in ood["means"]] == ood["feature_sizes"]
-    assert all(p.shape == (m.shape[1], m.shape[1]) for m, p in zip(ood["means"], ood["precisions"]))
+    assert all(p.shape == (m.shape[1], m.shape[1]) for m, p in zip(ood["means"], ood["precisions"], strict=True))
     assert ood["threshold"] > 0 and ood["n_val"] == 8
     predictor = cxrkit.load(trained)
     assert predictor.ood_threshold == pytest.approx(ood["threshold"])
