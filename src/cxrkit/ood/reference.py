@@ -4,11 +4,13 @@ Method: Mahalanobis distance on pooled features with class-conditional means and
 covariance (Lee et al., NeurIPS 2018, "A simple unified framework for detecting
 out-of-distribution samples and adversarial attacks"), taken at several depths of the network:
 
-- layers: the last activation at each spatial scale of the network (global-average pooled to
-  one value per channel), plus the input of the final linear layer (the penultimate features).
-  Found generically by tracing the model with torch.fx, so every registry model works. Early
-  layers see intensity and texture (an inverted or a non-radiograph image), late layers see
-  anatomy and layout (a rotated chest, a child's chest for an adult model);
+- layers: the model input itself as a 4x4 thumbnail (coarse layout and intensity: the
+  reference's "input statistics"), the last activation at each spatial scale of the network
+  (global-average pooled to one value per channel), and the input of the final linear layer
+  (the penultimate features). Found generically by tracing the model with torch.fx, so every
+  registry model works. The thumbnail and early layers see intensity and texture (an inverted
+  or a non-radiograph image), late layers anatomy and layout (a rotated chest, a child's chest
+  for an adult model);
 - reference: per layer, the class means of the training images' features and the inverse of
   their shared (class-centred) covariance, shrunk with Ledoit-Wolf because there are often
   more channels than is safe to estimate from a few thousand images;
@@ -34,19 +36,21 @@ from torch import nn
 from cxrkit.errors import CxrkitError
 from cxrkit.ood.flags import OOD_FORMAT, reference_summary
 
-METHOD = ("Mahalanobis distance (Lee et al. 2018) on pooled features of every spatial stage and "
-          "the penultimate layer; class means, shared Ledoit-Wolf covariance; score = max over "
-          "layers of distance / validation median")
+METHOD = ("Mahalanobis distance (Lee et al. 2018) on a 4x4 thumbnail of the input, the pooled "
+          "features of every spatial stage and the penultimate features; class means, shared "
+          "Ledoit-Wolf covariance; score = max over layers of distance / validation median")
 DEFAULT_PERCENTILE = 99.0
 MAX_TRAIN_IMAGES = 5000
+INPUT_GRID = 4
 
 
 def trace_features(model: nn.Module, example: torch.Tensor,
                    layers: Sequence[str] | None = None) -> tuple[nn.Module, list[str]]:
     """The model traced by torch.fx so that it returns (logits, [pooled features per layer]).
 
-    `layers` are fx node names (from a previous call); None picks them: the last 4-D output at
-    each spatial size above 1x1, and the input of the last nn.Linear.
+    `layers` are fx node names (from a previous call); None picks them: the image itself
+    (pooled to a INPUT_GRID x INPUT_GRID thumbnail), the last 4-D output at each spatial size
+    above 1x1 (pooled to one value per channel), and the input of the last nn.Linear.
     """
     from torch.fx import symbolic_trace
     from torch.fx.passes.shape_prop import ShapeProp
@@ -74,7 +78,9 @@ def trace_features(model: nn.Module, example: torch.Tensor,
         pooled = []
         for name in layers:
             node = nodes[name]
-            if _rank(node) == 4:
+            if node.op == "placeholder":
+                node = graph.call_function(nn.functional.adaptive_avg_pool2d, (node, INPUT_GRID))
+            elif _rank(node) == 4:
                 node = graph.call_method("mean", (node, (2, 3)))
             pooled.append(graph.call_method("flatten", (node, 1)))
     output.args = ((output.args[0], pooled),)
@@ -89,9 +95,11 @@ def _rank(node) -> int | None:
 
 def _pick_layers(graph_module) -> list[str]:
     last_at_size: dict[tuple[int, int], tuple[int, str]] = {}
-    penultimate = None
+    penultimate, image = None, None
     for index, node in enumerate(graph_module.graph.nodes):
         meta = node.meta.get("tensor_meta")
+        if node.op == "placeholder":
+            image = node.name
         if node.op == "placeholder" or meta is None or not hasattr(meta, "shape"):
             continue
         if len(meta.shape) == 4 and min(meta.shape[2:]) > 1:
@@ -105,7 +113,7 @@ def _pick_layers(graph_module) -> list[str]:
         layers.append(penultimate)
     if not layers:
         raise CxrkitError("found no feature layers for the out-of-distribution reference")
-    return layers
+    return [image, *layers]
 
 
 class OodScorer(nn.Module):
