@@ -70,14 +70,23 @@ def test_scores_match_a_direct_mahalanobis_computation(run: Path):
         logits, features = traced(predictor.to_tensor(images))
         np.testing.assert_allclose(logits.numpy(), predictor.model(predictor.to_tensor(images)).numpy(),
                                    atol=1e-5)
-    expected = np.zeros(len(images))
+    per_layer = []
     for feature, means, precision, scale in zip(features, ood["means"], ood["precisions"],
                                                 ood["scales"], strict=True):
         x, mu, p = feature.double().numpy(), means.double().numpy(), precision.double().numpy()
         distances = np.stack([np.einsum("ni,ij,nj->n", x - m, p, x - m) for m in mu], axis=1)
-        expected = np.maximum(expected, distances.min(axis=1) / float(scale))
-    np.testing.assert_allclose(scores, expected, rtol=1e-3)
+        per_layer.append(distances.min(axis=1) / float(scale))
+    np.testing.assert_allclose(scores, np.mean(per_layer, axis=0), rtol=1e-3)
     assert scores[-1] > predictor.ood_threshold > np.median(scores[:-1])
+
+
+def test_grid_means_are_adaptive_average_pooling():
+    from cxrkit.ood.reference import GridMean
+
+    feature = torch.randn(3, 5, 7, 9)
+    for grid in (1, 2, 4):
+        expected = torch.nn.functional.adaptive_avg_pool2d(feature, grid).flatten(2).flatten(1)
+        torch.testing.assert_close(GridMean(grid, 7, 9)(feature), expected)
 
 
 @pytest.mark.parametrize("name", ["baseline_cnn", "cnn5", "resnet18", "mobilenet_v3_small"])
