@@ -39,6 +39,13 @@ def split_paths(run: Path, split: str) -> list[str]:
     return table.loc[table["split"] == split, "path"].tolist()
 
 
+def sample(paths: list[str], limit: int | None, seed: int) -> list[str]:
+    """At most `limit` of `paths`, drawn at random (all of them without a limit)."""
+    if not limit or len(paths) <= limit:
+        return paths
+    return sorted(np.random.default_rng(seed).choice(paths, limit, replace=False))
+
+
 def run_rows(run: Path, name: str, extra: dict[str, tuple[list, str]], n: int, seed: int) -> list:
     """(run, image set, n, flagged, share, target, met) rows for one run."""
     import cxrkit
@@ -72,6 +79,8 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, help="epochs when a run has to be trained first")
     parser.add_argument("--probes", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-images", type=int,
+                        help="score at most this many images of each other set (faster)")
     args = parser.parse_args()
     if not DATA.is_dir():
         print(f"real data not found at {DATA}", file=sys.stderr)
@@ -79,8 +88,9 @@ def main() -> int:
     tb = ensure_run(args.tb_run, "tb-fast", DATA / "tb", args.epochs)
     pneumonia = ensure_run(args.pneumonia_run, "pneumonia-fast", DATA / "pneumonia", args.epochs)
     nlm = pd.read_csv(DATA / "tb-nlm.csv", dtype=str)
-    nlm_paths = [str(DATA / p) for p in nlm["path"]]
-    adults = sorted(str(p) for p in (DATA / "tb" / "Normal").glob("*.png"))
+    nlm_paths = sample([str(DATA / p) for p in nlm["path"]], args.max_images, args.seed)
+    adults = sample(sorted(str(p) for p in (DATA / "tb" / "Normal").glob("*.png")),
+                    args.max_images, args.seed)
     rows = run_rows(tb, tb.name, {"tb-nlm (other TB sites)": (nlm_paths, "")}, args.probes, args.seed)
     rows += run_rows(pneumonia, pneumonia.name, {"tb/Normal (adults)": (adults, "> 0.5")},
                      args.probes, args.seed)
