@@ -41,7 +41,7 @@ def register(subparsers) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     from cxrkit.evaluation import evaluate_run
-    from cxrkit.evaluation.external import parse_class_map
+    from cxrkit.data.sources import parse_class_map
 
     result = evaluate_run(
         args.run, data=args.data, split=args.split, class_map=parse_class_map(args.class_map),
