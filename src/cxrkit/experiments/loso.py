@@ -75,6 +75,7 @@ def shared_manifest(base: Config, out_dir: Path) -> pd.DataFrame:
         from cxrkit.training.fit import build_split
 
         manifest = build_split(base.model_copy(deep=True), use_test=True)
+        out_dir.mkdir(parents=True, exist_ok=True)
         columns = ["path", "label", "group", "site"]
         _write_atomic(path, lambda target: manifest[columns].to_csv(target, index=False))
     table = pd.read_csv(path, dtype=str, keep_default_na=False)
