@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import write_image
+from conftest import TINY_TRAINING, shared_data, write_image
 from cxrkit.cli import main
 from cxrkit.commands.train import source_overrides
 from cxrkit.config import DataSource, build_config
@@ -152,3 +153,27 @@ def test_per_site_metrics_of_a_one_class_site_in_a_multi_class_run():
                              probabilities.argmax(axis=1), ["a", "b", "c"], None, 100, 0)
     assert block["sites"]["y"]["roc_auc"] is None and block["sites"]["y"]["accuracy"] == 0.5
     assert block["sites"]["x"]["roc_auc"] is not None
+
+
+@pytest.mark.slow
+def test_evaluate_reports_each_real_nlm_site_for_the_run_split_and_for_data(tmp_path, capsys):
+    from cxrkit.evaluation import evaluate_run
+    from cxrkit.training.fit import train
+
+    csv = shared_data("tb-nlm.csv")
+    run = train(build_config("tb-fast", {**TINY_TRAINING, "data.source": str(csv), "name": "nlm",
+                                         "output_dir": str(tmp_path), "train.epochs": 2}))
+    own = json.loads((run / "metrics.json").read_text())["per_site"]
+    assert set(own["sites"]) == {"Shenzhen", "Montgomery"}, "the test split keeps both sites"
+    assert set(pd.read_csv(run / "split.csv")["site"]) == {"Shenzhen", "Montgomery"}
+    external = evaluate_run(run, data=csv, n_bootstrap=200, gradcam=False)["per_site"]
+    assert {name: entry["n"] for name, entry in external["sites"].items()} == {"Shenzhen": 662,
+                                                                              "Montgomery": 138}
+    assert external["overall"]["n"] == 800
+    for entry in [*external["sites"].values(), external["overall"]]:
+        assert entry["confidence_intervals"]["roc_auc"] is not None
+    code = main(["evaluate", str(run), "--data", str(csv), "--no-gradcam", "--bootstrap", "200",
+                 "--overwrite"])
+    out = capsys.readouterr().out
+    assert code == 0 and "Shenzhen" in out and "Montgomery" in out and "overall" in out
+    assert "Per site" in (run / "external" / "tb-nlm" / "report.html").read_text()

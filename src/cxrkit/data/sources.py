@@ -106,9 +106,10 @@ def load_manifest(source: str | Path, group_pattern: str | None = None,
             manifest, ignored = _from_folders(path)
     if group_pattern:
         manifest["group"] = groups_from_pattern(manifest["path"], group_pattern)
-    if "site" in manifest.columns and site:
+    own_sites = text.lower().endswith(".csv") and "site" in manifest.columns
+    if own_sites and site:
         raise CxrkitError(f"--site {site}: {source} has its own site column; drop --site for it")
-    if "site" not in manifest.columns:
+    if not own_sites:
         manifest["site"] = site or default_site_name(source)
     _check_manifest(manifest, source)
     return manifest.reset_index(drop=True), ignored
