@@ -219,7 +219,9 @@ def site_results_markdown(spec: ExperimentSpec, table: pd.DataFrame, plots: list
         f"Leave-one-site-out with recipe `{spec.recipe}`: each row is a model trained on every "
         "site but one (train/val split within those sites; early stopping and the operating point "
         "chosen on their validation images only) and tested on the held-out site, which it never "
-        "saw. Brackets are 95% bootstrap confidence intervals on the held-out site's images. "
+        "saw. Sensitivity and specificity are at each fold's frozen operating point (`argmax` by default; see "
+        "the fold's operating_points.json). Brackets are 95% bootstrap confidence intervals on "
+        "the held-out site's images. "
         f"`val (training sites)` is the best `{table['monitor'].iloc[0]}` on the training sites' "
         "validation images: the gap to the held-out ROC-AUC is what changing hospitals costs.",
         "",
