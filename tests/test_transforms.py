@@ -23,7 +23,7 @@ def chest_like(batch: int = 8, size: int = SIZE, seed: int = 0) -> torch.Tensor:
 
 def augment(images: torch.Tensor, seed: int = 0, **fields) -> torch.Tensor:
     torch.manual_seed(seed)
-    return train_augmentation(AugmentConfig(**fields), images.shape[-1])(images)
+    return train_augmentation(AugmentConfig(**fields))(images)
 
 
 def laplacian_energy(images: torch.Tensor) -> torch.Tensor:
@@ -32,7 +32,7 @@ def laplacian_energy(images: torch.Tensor) -> torch.Tensor:
 
 
 def test_every_step_is_off_by_default():
-    assert train_augmentation(AugmentConfig(), SIZE) is None
+    assert train_augmentation(AugmentConfig()) is None
     for recipe in ("tb-fast", "pneumonia-fast", "chest3-cnn"):
         augment_fields = build_config(recipe).augment
         for name in ("scale", "shear", "gamma", "blur", "sharpen", "noise", "histogram_match", "border_erase"):
@@ -58,7 +58,7 @@ def test_output_is_float_in_unit_range_with_the_input_shape():
 
 def test_hflip_mirrors_every_image_at_probability_one():
     images = chest_like()
-    assert torch.equal(augment(images, hflip=1.0), images.flip(-1).float() / 255)
+    assert torch.allclose(augment(images, hflip=1.0), images.flip(-1).float() / 255, atol=1e-4)
 
 
 @pytest.mark.parametrize("fields", [
@@ -69,6 +69,20 @@ def test_geometry_moves_pixels_differently_per_image(fields):
     out = augment(same, **fields)
     assert not torch.allclose(out[0], same[0].float() / 255, atol=0.02)
     assert all(not torch.allclose(out[0], out[i], atol=1e-3) for i in range(1, 6))
+
+
+def test_translation_shifts_and_crops_and_zoom_resize_within_their_ranges():
+    disc = chest_like(batch=1).float().div(255).gt(0.3).float().repeat(32, 1, 1, 1)
+    area = disc.sum(dim=(1, 2, 3))
+    shifted = augment(disc, translate=0.1)
+    assert torch.allclose(shifted.sum(dim=(1, 2, 3)), area, rtol=0.02)  # moved, not resized
+    centre = lambda x: (x * torch.arange(SIZE)).sum(dim=(1, 2, 3)) / x.sum(dim=(1, 2, 3))  # noqa: E731
+    offset = (centre(shifted) - centre(disc)).abs()
+    assert offset.max() <= 0.1 * SIZE + 0.5 and offset.std() > 0.5
+    cropped = augment(disc, resized_crop_scale=0.5).sum(dim=(1, 2, 3)) / area
+    assert cropped.min() >= 0.98 and cropped.max() <= 2.3 and cropped.std() > 0.05  # zoomed in by 1-1.4x
+    zoomed = augment(disc, scale=0.2).sum(dim=(1, 2, 3)) / area
+    assert zoomed.min() >= 0.8**2 - 0.03 and zoomed.max() <= 1.2**2 + 0.03 and zoomed.std() > 0.05
 
 
 def test_brightness_and_contrast_draw_a_factor_per_image():

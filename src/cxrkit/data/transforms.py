@@ -1,8 +1,9 @@
 """Training augmentation on whole batches, on the training device, random per image.
 
 `train_augmentation` turns `augment.*` into one module that takes a uint8 or float batch
-(B x C x H x W) and returns floats in [0, 1]. Standard steps come from kornia; histogram matching
-and border erasing, which no library offers on batches, are written here. Each image draws its
+(B x C x H x W) and returns floats in [0, 1]. Intensity, blur and sharpening steps come from
+kornia; geometry (one composed warp per image instead of three resamplings), histogram matching
+and border erasing are written here. Each image draws its
 own parameters from torch's global generator on the batch's device, so a seeded run repeats.
 Validation and test images are never augmented.
 """
@@ -13,6 +14,7 @@ import math
 
 import kornia.augmentation as K
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from cxrkit.config import AugmentConfig
@@ -92,6 +94,52 @@ class BorderErase(nn.Module):
         return torch.where(mask, fill, images)
 
 
+class RandomGeometry(nn.Module):
+    """Resized crop, horizontal flip and affine (rotation, translation, zoom, shear) as one warp.
+
+    Each image draws its own parameters; the three are composed into one matrix per image and
+    resampled once (bilinear, corners filled black), which is both faster and sharper than
+    resampling three times. Ranges follow torchvision: `crop_scale` is the smallest crop area
+    (aspect 0.9-1.1), `translate` a fraction of the side, `rotation` and `shear` (along x) degrees.
+    """
+
+    def __init__(self, crop_scale: float = 1.0, hflip: float = 0.0, rotation: float = 0.0,
+                 translate: float = 0.0, scale: float = 0.0, shear: float = 0.0):
+        super().__init__()
+        self.crop_scale, self.hflip, self.rotation = crop_scale, hflip, rotation
+        self.translate, self.scale, self.shear = translate, scale, shear
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        batch = images.shape[0]
+        u = torch.rand(batch, 9, device=images.device)
+
+        def spread(column: int, half_width: float) -> torch.Tensor:  # uniform in [-half_width, half_width]
+            return (2 * u[:, column] - 1) * half_width
+
+        area = self.crop_scale + (1 - self.crop_scale) * u[:, 0]
+        ratio = torch.exp(spread(1, math.log(1.1))) if self.crop_scale < 1 else torch.ones_like(area)
+        half_w, half_h = (area * ratio).sqrt().clamp(max=1), (area / ratio).sqrt().clamp(max=1)
+        centre_x, centre_y = (2 * u[:, 2] - 1) * (1 - half_w), (2 * u[:, 3] - 1) * (1 - half_h)
+        flip = torch.where(u[:, 4] < self.hflip, -1.0, 1.0)
+        angle, shear = torch.deg2rad(spread(5, self.rotation)), torch.tan(torch.deg2rad(spread(6, self.shear)))
+        zoom = 1 + spread(7, self.scale)
+        shift = torch.stack([spread(8, 2 * self.translate), spread(0, 2 * self.translate)], dim=1)
+        # Forward map, input -> output, in normalised coordinates: crop, flip, then affine.
+        crop = _matrices(flip / half_w, 0 * flip, 0 * flip, 1 / half_h,
+                         -flip * centre_x / half_w, -centre_y / half_h)
+        cos, sin = torch.cos(angle) * zoom, torch.sin(angle) * zoom
+        affine = _matrices(cos, cos * shear - sin, sin, sin * shear + cos, shift[:, 0], shift[:, 1])
+        theta = torch.linalg.inv(affine @ crop)[:, :2]
+        grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+        return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def _matrices(a, b, c, d, tx, ty) -> torch.Tensor:
+    """Batched 3x3 matrices [[a, b, tx], [c, d, ty], [0, 0, 1]] from per-image entries."""
+    zero, one = torch.zeros_like(a), torch.ones_like(a)
+    return torch.stack([a, b, tx, c, d, ty, zero, zero, one], dim=1).view(-1, 3, 3)
+
+
 class GaussianNoise(nn.Module):
     """Add zero-mean Gaussian noise, its standard deviation drawn per image from [0, `std`]."""
 
@@ -118,7 +166,7 @@ class BatchAugment(nn.Module):
         return batch.clamp_(0, 1)
 
 
-def train_augmentation(augment: AugmentConfig, image_size: int) -> BatchAugment | None:
+def train_augmentation(augment: AugmentConfig) -> BatchAugment | None:
     """The batch augmentation for `augment`, or None when every step is off (the default).
 
     Order: histogram matching and border erasing on the image as it came (where markers sit),
@@ -131,19 +179,8 @@ def train_augmentation(augment: AugmentConfig, image_size: int) -> BatchAugment 
         steps.append(HistogramMatch(a.histogram_match))
     if a.border_erase > 0:
         steps.append(BorderErase(a.border_erase, a.border_erase_size))
-    if a.resized_crop_scale < 1.0:
-        steps.append(K.RandomResizedCrop((image_size, image_size), scale=(a.resized_crop_scale, 1.0),
-                                         ratio=(0.9, 1.1), cropping_mode="resample", p=1.0))
-    if a.hflip > 0:
-        steps.append(K.RandomHorizontalFlip(p=a.hflip))
-    if a.rotation > 0 or a.translate > 0 or a.scale > 0 or a.shear > 0:
-        steps.append(K.RandomAffine(
-            degrees=a.rotation,
-            translate=(a.translate, a.translate) if a.translate > 0 else None,
-            scale=(1 - a.scale, 1 + a.scale) if a.scale > 0 else None,
-            shear=a.shear if a.shear > 0 else None,
-            p=1.0,
-        ))
+    if a.resized_crop_scale < 1 or a.hflip > 0 or a.rotation > 0 or a.translate > 0 or a.scale > 0 or a.shear > 0:
+        steps.append(RandomGeometry(a.resized_crop_scale, a.hflip, a.rotation, a.translate, a.scale, a.shear))
     if a.brightness > 0 or a.contrast > 0:
         steps.append(K.ColorJitter(brightness=a.brightness, contrast=a.contrast, p=1.0))
     if a.gamma > 0:

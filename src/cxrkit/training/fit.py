@@ -226,7 +226,7 @@ def train(config: Config | str | None = None, *, callbacks: Sequence = (), use_t
                             oversample=config.train.sampler == "oversample", seed=config.train.seed)
     module = Classifier(model, len(classes), config.train, mean, std, config.preprocess.channels,
                         _class_weights(labels[masks["train"]], len(classes), config.train.class_weights),
-                        single_logit, train_augmentation(config.augment, config.preprocess.image_size))
+                        single_logit, train_augmentation(config.augment))
     monitor_mode = "min" if config.train.monitor == "val_loss" else "max"
     trainer = _trainer(config, run_dir, callbacks, monitor_mode)
     try:
