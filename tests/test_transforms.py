@@ -177,3 +177,11 @@ def test_every_step_is_random_per_image_and_repeats_with_a_seed():
     assert torch.equal(first, again)
     assert not torch.equal(first, other)
     assert all(not torch.equal(first[0], first[i]) for i in range(1, 8))
+
+
+def test_closed_form_affine_inverse_matches_linalg():
+    from cxrkit.data.transforms import _inverse_affine, _matrices
+
+    torch.manual_seed(0)
+    matrices = _matrices(*(torch.randn(6, 16) + torch.tensor([2.0, 0, 0, 2, 0, 0]).view(6, 1)))
+    assert torch.allclose(_inverse_affine(matrices), torch.linalg.inv(matrices)[:, :2], atol=1e-4)

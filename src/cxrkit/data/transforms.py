@@ -129,9 +129,17 @@ class RandomGeometry(nn.Module):
                          -flip * centre_x / half_w, -centre_y / half_h)
         cos, sin = torch.cos(angle) * zoom, torch.sin(angle) * zoom
         affine = _matrices(cos, cos * shear - sin, sin, sin * shear + cos, shift[:, 0], shift[:, 1])
-        theta = torch.linalg.inv(affine @ crop)[:, :2]
-        grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+        grid = F.affine_grid(_inverse_affine(affine @ crop), list(images.shape), align_corners=False)
         return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def _inverse_affine(matrices: torch.Tensor) -> torch.Tensor:
+    """The top two rows of the inverses of batched 3x3 affine matrices, in closed form: no device
+    sync, unlike torch.linalg.inv, which checks for singular input."""
+    linear, shift = matrices[:, :2, :2], matrices[:, :2, 2:]
+    a, b, c, d = linear[:, 0, 0], linear[:, 0, 1], linear[:, 1, 0], linear[:, 1, 1]
+    inverse = torch.stack([d, -b, -c, a], dim=1).view(-1, 2, 2) / (a * d - b * c).view(-1, 1, 1)
+    return torch.cat([inverse, -inverse @ shift], dim=2)
 
 
 def _matrices(a, b, c, d, tx, ty) -> torch.Tensor:
