@@ -218,7 +218,11 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=1, help="alternating runs of each side")
     parser.add_argument("--devices", nargs="+", default=None,
                         help="cpu and/or cuda (default: cpu, plus cuda if present)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads for both sides (default: torch's own choice)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if not args.data.is_dir():
         print(f"data folder {args.data} not found; pass --data", file=sys.stderr)
         return 2
@@ -243,7 +247,8 @@ def main() -> int:
             rows.append((device, np.median(ours, axis=0), np.median(theirs, axis=0), ceiling, cli_command(options)))
     print(f"\nmodel {args.model}, {args.size}px, batch {args.batch_size}, {args.images} images "
           f"(~80% train), {args.epochs} epochs (last one timed), median of {args.repeats} alternating "
-          f"run(s) per side, {available_cpus()} CPU cores, torch {torch.__version__}")
+          f"run(s) per side, {available_cpus()} CPU cores, {torch.get_num_threads()} torch thread(s), "
+          f"torch {torch.__version__}")
     print("| device | cxrkit train img/s | seeds' loop img/s | speed-up | cxrkit img/CPU-s | seeds' img/CPU-s "
           "| speed-up per CPU-s | model-alone ceiling img/s (eager / compiled) |")
     print("|---|---|---|---|---|---|---|---|")
