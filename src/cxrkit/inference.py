@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from cxrkit.data.io import to_gray
-from cxrkit.data.preprocess import Preprocessing, normalise, prepare
+from cxrkit.data.preprocess import Preprocessing, normalise, prepare, prepare_with_lungs
 from cxrkit.errors import CxrkitError
 
 if TYPE_CHECKING:
@@ -61,16 +61,21 @@ def probabilities_from_logits(logits, single_logit: bool):
 class BasePredictor:
     """What every predictor shares: preprocessing, batching and sklearn-style predict/predict_proba.
 
-    Subclasses set `classes` and `preprocessing` and implement `_probabilities(batch)` for a
-    float32 (N, C, H, W) array.
+    Subclasses set `classes` and `preprocessing` (and `segmenter` when the contract uses the
+    lungs) and implement `_probabilities(batch)` for a float32 (N, C, H, W) array.
     """
 
     classes: list[str]
     preprocessing: Preprocessing
+    segmenter = None
 
     def prepare(self, image) -> np.ndarray:
-        """Decode, enhance and resize one input to the uint8 image the model sees."""
-        return prepare(to_gray(image), self.preprocessing)
+        """Decode, focus on the lungs (if set), enhance and resize one input to the uint8 image the model sees."""
+        return prepare(to_gray(image), self.preprocessing, self.segmenter)
+
+    def prepare_with_lungs(self, image) -> tuple[np.ndarray, bool | None]:
+        """`prepare` plus whether a plausible lung was found (None when the model uses no lungs)."""
+        return prepare_with_lungs(to_gray(image), self.preprocessing, self.segmenter)
 
     def to_array(self, images: Iterable) -> np.ndarray:
         """Model input batch (N, C, H, W) float32 for a list of inputs."""
@@ -81,16 +86,23 @@ class BasePredictor:
 
     def predict_proba(self, images, batch_size: int = 32, progress=None) -> np.ndarray:
         """An (N, n_classes) array of probabilities; `progress` is called with each batch size."""
+        return self.predict_details(images, batch_size, progress)[0]
+
+    def predict_details(self, images, batch_size: int = 32, progress=None) -> tuple[np.ndarray, list[bool | None]]:
+        """(probabilities, lung_found per image): lung_found is False where no plausible lung was
+        found and the whole image was used, None for every image when the model uses no lungs."""
         images = _as_list(images)
-        outputs = []
+        outputs, found = [], []
         for start in range(0, len(images), batch_size):
-            batch = self.to_array(images[start:start + batch_size])
+            prepared = [self.prepare_with_lungs(image) for image in images[start:start + batch_size]]
+            batch = normalise(np.stack([array for array, _ in prepared]), self.preprocessing)
             outputs.append(self._probabilities(batch))
+            found += [flag for _, flag in prepared]
             if progress is not None:
                 progress(len(batch))
         if not outputs:
-            return np.zeros((0, len(self.classes)), dtype=np.float32)
-        return np.concatenate(outputs).astype(np.float32)
+            return np.zeros((0, len(self.classes)), dtype=np.float32), []
+        return np.concatenate(outputs).astype(np.float32), found
 
     def predict(self, images, batch_size: int = 32) -> list[str]:
         """The most probable class name for each input."""
@@ -102,8 +114,10 @@ class Predictor(BasePredictor):
     """Probabilities for images given as paths, PIL images or arrays, like sklearn's predict_proba."""
 
     def __init__(self, model, classes: Sequence[str], preprocessing: Preprocessing,
-                 single_logit: bool = False, run_dir: Path | None = None, info: dict | None = None):
+                 single_logit: bool = False, run_dir: Path | None = None, info: dict | None = None,
+                 segmenter=None):
         self.model = model.eval()
+        self.segmenter = segmenter
         self.classes = list(classes)
         self.preprocessing = preprocessing
         self.single_logit = single_logit
@@ -149,9 +163,18 @@ def load_torch_predictor(path: str | Path) -> Predictor:
     spec = data["model"]
     model = build_model(**spec, weights="none", freeze="none")
     model.load_state_dict(data["state_dict"])
-    return Predictor(model, data["classes"], Preprocessing.from_dict(data["preprocessing"]),
+    preprocessing = Preprocessing.from_dict(data["preprocessing"])
+    segmenter = None
+    if preprocessing.uses_lungs:
+        from cxrkit.segment.weights import torch_segmenter
+
+        if not isinstance(data.get("segmenter"), dict):
+            raise CxrkitError(f"{checkpoint_path}: the preprocessing uses the lung segmenter but its weights "
+                              "are not in the checkpoint; retrain the run")
+        segmenter = torch_segmenter(data["segmenter"])
+    return Predictor(model, data["classes"], preprocessing,
                      single_logit=bool(data.get("single_logit", False)),
-                     run_dir=checkpoint_path.parent, info=data.get("info", {}))
+                     run_dir=checkpoint_path.parent, info=data.get("info", {}), segmenter=segmenter)
 
 
 def load(path: str | Path):

@@ -58,15 +58,22 @@ def run(args: argparse.Namespace) -> int:
         except CxrkitError as error:
             failed.append((path, str(error)))
     with tqdm(total=len(readable), unit="img", desc="predict") as bar:
-        probabilities = predictor.predict_proba([image for _, image in readable], args.batch_size,
-                                                progress=bar.update)
+        probabilities, lung_found = predictor.predict_details([image for _, image in readable], args.batch_size,
+                                                              progress=bar.update)
+    lungs = predictor.preprocessing.uses_lungs
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["path", "predicted", *[f"prob_{c}" for c in predictor.classes]])
-        for (path, _), row in zip(readable, probabilities, strict=False):
-            writer.writerow([path, predictor.classes[int(row.argmax())], *[f"{p:.6f}" for p in row]])
+        writer.writerow(["path", "predicted", *[f"prob_{c}" for c in predictor.classes],
+                         *(["lung_found"] if lungs else [])])
+        for (path, _), row, found in zip(readable, probabilities, lung_found, strict=False):
+            writer.writerow([path, predictor.classes[int(row.argmax())], *[f"{p:.6f}" for p in row],
+                             *([str(found).lower()] if lungs else [])])
     print(f"wrote {len(readable)} prediction(s) to {out}")
+    fallbacks = [path for (path, _), found in zip(readable, lung_found, strict=False) if found is False]
+    if fallbacks:
+        print(f"no plausible lung found in {len(fallbacks)} image(s); the whole image was used "
+              f"(lung_found=false), e.g. {fallbacks[0]}")
     for _path, reason in failed:
         print(f"skipped: {reason}")
     if ignored:
