@@ -145,8 +145,8 @@ def write_mask_set(root: Path, count: int = 40, size: int = SIZE) -> Path:
     return root / "lungs.csv"
 
 
-TINY = ["--set", "image_size=32", "--set", "width=4", "--set", "levels=2", "--set", "epochs=12",
-        "--set", "batch_size=8", "--set", "lr=0.01", "--set", "threads=1"]
+TINY = ["--set", "image_size=32", "--set", "width=4", "--set", "levels=2", "--set", "epochs=20",
+        "--set", "batch_size=8", "--set", "lr=0.02", "--set", "threads=1"]
 
 
 @pytest.fixture(scope="module")
@@ -240,3 +240,74 @@ def test_train_refuses_to_replace_weights(tiny_weights: Path, capsys):
     code = main(["segment", "train", "--data", "unused.csv", "--out", str(tiny_weights.parent), *TINY])
     assert code == 2 and "--overwrite" in capsys.readouterr().err
     assert tiny_weights.read_bytes() == before
+
+
+@pytest.fixture
+def lung_run(tiny_weights: Path, tmp_path: Path, tiny_overrides) -> Path:
+    """A tiny classifier trained with lung_crop + lung_mask_outside on synthetic chests."""
+    import cxrkit
+    from cxrkit.config import build_config
+
+    rng = np.random.default_rng(11)
+    for label in ("Normal", "Tuberculosis"):
+        for index in range(16):
+            image, mask = synthetic_chest(rng)
+            if label == "Tuberculosis":
+                image[mask & (rng.random(image.shape) < 0.3)] = 230
+            (tmp_path / "chests" / label).mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(tmp_path / "chests" / label / f"{index:02d}.png"), image)
+    cv2.imwrite(str(tmp_path / "chests" / "Normal" / "flat.png"), np.full((SIZE, SIZE), 120, dtype=np.uint8))
+    overrides = tiny_overrides(tmp_path / "chests", **{
+        "preprocess.lung_crop": True, "preprocess.lung_mask_outside": True,
+        "preprocess.lung_weights": str(tiny_weights)})
+    return cxrkit.train(build_config("tb-fast", overrides))
+
+
+def test_lung_crop_runs_through_train_predict_and_onnx(lung_run: Path, tiny_weights: Path, tmp_path, capsys):
+    import json
+    import subprocess
+    import sys
+
+    import cxrkit
+    from cxrkit.export import export_model
+    from cxrkit.segment.weights import read_weights, weights_digest
+
+    checkpoint = torch.load(lung_run / "model.ckpt", weights_only=True)
+    digest = weights_digest(read_weights(tiny_weights))
+    assert checkpoint["preprocessing"]["lung_crop"] and checkpoint["preprocessing"]["segmenter"] == digest
+    assert weights_digest(checkpoint["segmenter"]) == digest
+    assert json.loads((lung_run / "training.json").read_text())["lung_fallbacks"] >= 1
+    assert "flat.png" in (lung_run / "lung_fallbacks.csv").read_text()
+
+    predictor = cxrkit.load(lung_run)
+    images = sorted(str(p) for p in (tmp_path / "chests" / "Normal").glob("*.png"))
+    probabilities, found = predictor.predict_details(images)
+    assert found[images.index(str(tmp_path / "chests" / "Normal" / "flat.png"))] is False
+    assert sum(found) >= len(images) - 3
+
+    out = tmp_path / "preds.csv"
+    assert main(["predict", str(lung_run), *images, "--out", str(out)]) == 0
+    table = pd.read_csv(out)
+    assert "lung_found" in table.columns and not table.set_index("path").loc[images[-1] if
+                                                                              "flat" in images[-1] else
+                                                                              str(tmp_path / "chests" / "Normal" /
+                                                                                  "flat.png"), "lung_found"]
+    assert "no plausible lung found in" in capsys.readouterr().out
+
+    exported = export_model(lung_run)
+    assert exported["max_abs_diff"] < 1e-4
+    onnx_predictor = cxrkit.load(exported["path"])
+    assert onnx_predictor.segmenter.backend == "onnx" and onnx_predictor.segmenter.digest == digest
+    onnx_probabilities, onnx_found = onnx_predictor.predict_details(images)
+    assert onnx_found == found
+    np.testing.assert_allclose(onnx_probabilities, probabilities, atol=1e-4)
+    for image in images[:4]:
+        np.testing.assert_array_equal(onnx_predictor.prepare(image), predictor.prepare(image))
+
+    code = ("import sys, cxrkit\n"
+            f"p = cxrkit.load({str(exported['path'])!r})\n"
+            f"print(p.predict_details([{images[0]!r}])[1][0])\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() in ("True", "False")

@@ -17,6 +17,7 @@ MIN_AREA_FRACTION = 0.05
 MAX_AREA_FRACTION = 0.8
 MIN_BOX_FRACTION = 0.25
 SECOND_LUNG_MIN_RATIO = 0.05
+MIN_CERTAINTY = 0.6
 
 
 def network_input(gray: np.ndarray, size: int) -> np.ndarray:
@@ -79,12 +80,19 @@ def grow(mask: np.ndarray, margin: float) -> np.ndarray:
     return cv2.dilate(mask.astype(np.uint8), kernel).astype(bool)
 
 
+def certainty(probability: np.ndarray) -> float:
+    """Mean of |2p - 1| over the map: near 1 when the network is sure of every pixel, near 0 when unsure."""
+    return float(np.abs(2.0 * probability - 1.0).mean())
+
+
 @dataclass(frozen=True)
 class LungResult:
-    """One image's lungs: the mask at image size and whether it was plausible (else: whole image)."""
+    """One image's lungs: the mask at image size, whether it was plausible (else: whole image),
+    and the network's certainty (see `certainty`)."""
 
     mask: np.ndarray
     found: bool
+    certainty: float = 1.0
 
     def box(self, margin: float) -> tuple[int, int, int, int]:
         """Crop box with `margin`; the whole image when no plausible lung was found."""
@@ -95,6 +103,9 @@ class LungResult:
 
 class LungSegmenter:
     """Lung masks for uint8 grey images; `run` maps a (N, 1, S, S) float32 batch to lung logits.
+
+    A mask counts as found when the network is sure enough (certainty >= MIN_CERTAINTY) and the
+    mask is plausible (`is_plausible`); otherwise the whole image is used.
 
     `digest` names the weights (it is part of the preprocessing contract and the cache key);
     `backend` says what runs the network ("torch" or "onnx").
@@ -116,8 +127,9 @@ class LungSegmenter:
         results = []
         for gray, probability in zip(grays, self.probabilities(grays), strict=True):
             mask = clean_mask(probability, gray.shape)
-            found = bool(mask.any()) and is_plausible(mask)
-            results.append(LungResult(mask if found else np.ones(gray.shape, dtype=bool), found))
+            sure = certainty(probability)
+            found = sure >= MIN_CERTAINTY and bool(mask.any()) and is_plausible(mask)
+            results.append(LungResult(mask if found else np.ones(gray.shape, dtype=bool), found, round(sure, 4)))
         return results
 
     def segment(self, gray: np.ndarray) -> LungResult:

@@ -68,7 +68,8 @@ def predict_masks(segmenter: LungSegmenter, paths: list[str], out: Path, overwri
         cv2.imwrite(str(out / f"{name}_overlay.png"), cv2.cvtColor(overlay(gray, lungs, margin), cv2.COLOR_RGB2BGR))
         top, bottom, left, right = lungs.box(margin)
         rows.append({"path": path, "mask": f"{name}_mask.png", "overlay": f"{name}_overlay.png",
-                     "lung_found": lungs.found, "lung_fraction": round(float(mask.mean()), 4),
+                     "lung_found": lungs.found, "certainty": lungs.certainty,
+                     "lung_fraction": round(float(mask.mean()), 4),
                      "crop_top": top, "crop_bottom": bottom, "crop_left": left, "crop_right": right})
     with open(out / "lungs.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["path"])
