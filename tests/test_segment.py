@@ -278,6 +278,11 @@ def test_lung_crop_runs_through_train_predict_and_onnx(lung_run: Path, tiny_weig
     assert weights_digest(checkpoint["segmenter"]) == digest
     assert json.loads((lung_run / "training.json").read_text())["lung_fallbacks"] >= 1
     assert "flat.png" in (lung_run / "lung_fallbacks.csv").read_text()
+    metrics = json.loads((lung_run / "metrics.json").read_text())
+    assert metrics["lungs"]["lung_crop"] and metrics["lungs"]["n"] == len(pd.read_csv(lung_run / "predictions.csv"))
+    assert "lung_found" in pd.read_csv(lung_run / "predictions.csv").columns
+    assert (lung_run / "plots" / "lungs.png").is_file()
+    assert "Lung fields" in (lung_run / "report.html").read_text()
 
     predictor = cxrkit.load(lung_run)
     images = sorted(str(p) for p in (tmp_path / "chests" / "Normal").glob("*.png"))
@@ -287,12 +292,15 @@ def test_lung_crop_runs_through_train_predict_and_onnx(lung_run: Path, tiny_weig
 
     out = tmp_path / "preds.csv"
     assert main(["predict", str(lung_run), *images, "--out", str(out)]) == 0
-    table = pd.read_csv(out)
-    assert "lung_found" in table.columns and not table.set_index("path").loc[images[-1] if
-                                                                              "flat" in images[-1] else
-                                                                              str(tmp_path / "chests" / "Normal" /
-                                                                                  "flat.png"), "lung_found"]
+    flat = str(tmp_path / "chests" / "Normal" / "flat.png")
+    assert not pd.read_csv(out).set_index("path").loc[flat, "lung_found"]
     assert "no plausible lung found in" in capsys.readouterr().out
+
+    from cxrkit.data.io import read_gray
+    from cxrkit.serve.model import load_served_model
+
+    served = load_served_model(lung_run).predict([read_gray(flat), read_gray(images[0])])
+    assert [reply["lung_found"] for reply in served] == [False, found[0]]
 
     exported = export_model(lung_run)
     assert exported["max_abs_diff"] < 1e-4

@@ -124,12 +124,26 @@ def evaluate_run(run_dir: str | Path, data: str | Path | None = None, split: str
         "skipped": [{"path": path, "reason": reason} for path, reason in skipped],
     }
     document["warnings"] += collapsed_interval_notes(document, y_true, positive_index)
+    if "lung_found" in table.columns:
+        document["lungs"] = _lung_summary(predictor, table)
+        if document["lungs"]["no_lung_found"]:
+            document["warnings"].append(
+                f"No plausible lung found in {document['lungs']['no_lung_found']} of {len(table)} image(s): "
+                "the whole image was used for them (lung_found=false in predictions.csv).")
     if positive_index is not None and is_tuberculosis(classes[positive_index]):
         document["who_tb_triage"] = _who_check(document)
     document["model"] = model_summary(predictor, run_dir)
     figures = make_figures(out_dir / "plots", run_dir, y_true, probabilities, predictions,
                            document["confusion_matrix"], classes, positive_index, points, selected,
                            run_split, table, external, calibrate)
+    if "lung_found" in table.columns:
+        from cxrkit.segment.predict import overlay_examples, overlay_grid
+
+        lungs = overlay_grid(predictor.segmenter, overlay_examples(table["path"].tolist(),
+                                                                   table["lung_found"].tolist()),
+                             out_dir / "plots" / "lungs.png", predictor.preprocessing.lung_crop_margin)
+        if lungs is not None:
+            figures["lungs"] = lungs
     files = {"metrics": "metrics.json", "predictions": "predictions.csv",
              "classification_report": "classification_report.txt", "report": "report.html"}
     (out_dir / "classification_report.txt").write_text(
@@ -145,6 +159,14 @@ def evaluate_run(run_dir: str | Path, data: str | Path | None = None, split: str
     write_report(out_dir / "report.html", document, figures, gallery,
                  (out_dir / "classification_report.txt").read_text())
     return document
+
+
+def _lung_summary(predictor, table: pd.DataFrame) -> dict:
+    """How the lung focus went: the options, and how many images fell back to the whole image."""
+    prep = predictor.preprocessing
+    return {"lung_crop": prep.lung_crop, "lung_crop_margin": prep.lung_crop_margin,
+            "lung_mask_outside": prep.lung_mask_outside, "segmenter": prep.segmenter,
+            "no_lung_found": int((~table["lung_found"].astype(bool)).sum()), "n": int(len(table))}
 
 
 def evaluation_set(run_dir: Path, run_split: pd.DataFrame, classes: list[str], data, split: str,
@@ -300,19 +322,23 @@ def predict_table(predictor, table: pd.DataFrame, where: str,
                           f"({', '.join(predictor.classes)})")
     paths = table["path"].tolist()
     logger.info("predicting %d images of %s", len(paths), where)
-    outputs, kept, skipped = [], [], []
+    outputs, kept, skipped, lung_found = [], [], [], []
     for start in range(0, len(paths), batch_size):
         batch = paths[start:start + batch_size]
         try:
-            outputs.append(predictor.predict_proba(batch, batch_size=batch_size))
+            probabilities, found = predictor.predict_details(batch, batch_size=batch_size)
+            outputs.append(probabilities)
             kept += batch
+            lung_found += found
             continue
         except CxrkitError:
             pass
         for path in batch:
             try:
-                outputs.append(predictor.predict_proba([path]))
+                probabilities, found = predictor.predict_details([path])
+                outputs.append(probabilities)
                 kept.append(path)
+                lung_found += found
             except CxrkitError as error:
                 skipped.append((path, str(error)))
     if not kept:
@@ -330,6 +356,8 @@ def predict_table(predictor, table: pd.DataFrame, where: str,
     table = table[table["path"].isin(kept_set)].drop_duplicates("path")
     order = {path: i for i, path in enumerate(kept)}
     table = table.iloc[np.argsort(table["path"].map(order).to_numpy())].reset_index(drop=True)
+    if predictor.preprocessing.uses_lungs and len(table) == len(lung_found):
+        table = table.assign(lung_found=lung_found)
     if len(table) != len(probabilities):
         raise CxrkitError(f"{where}: some images are listed twice; remove the duplicate rows")
     return probabilities, table, skipped
@@ -342,6 +370,8 @@ def predictions_frame(table: pd.DataFrame, probabilities: np.ndarray, y_pred: np
                           "predicted_label": [classes[i] for i in y_pred]})
     for index, name in enumerate(classes):
         frame[f"prob_{name}"] = probabilities[:, index]
+    if "lung_found" in table.columns:
+        frame["lung_found"] = table["lung_found"].to_numpy()
     return frame
 
 

@@ -78,3 +78,37 @@ def predict_masks(segmenter: LungSegmenter, paths: list[str], out: Path, overwri
     fallback = [row["path"] for row in rows if not row["lung_found"]]
     return {"written": len(rows), "failed": failed, "fallback": len(fallback),
             "fallback_example": fallback[0] if fallback else None}
+
+
+def overlay_grid(segmenter: LungSegmenter, paths: list[str], out: Path, margin: float = OVERLAY_MARGIN,
+                 tile: int = 200, columns: int = 4) -> Path | None:
+    """One PNG of lung overlays (file name, and `NO LUNG` where the whole image is used); None if none read."""
+    tiles = []
+    for path in paths:
+        try:
+            gray = read_gray(path)
+        except CxrkitError:
+            continue
+        lungs = segmenter.segment(gray)
+        picture = cv2.resize(overlay(gray, lungs, margin), (tile, tile), interpolation=cv2.INTER_AREA)
+        caption = Path(path).name[:26] + ("" if lungs.found else "  NO LUNG")
+        cv2.rectangle(picture, (0, tile - 18), (tile, tile), (0, 0, 0), -1)
+        cv2.putText(picture, caption, (4, tile - 5), cv2.FONT_HERSHEY_SIMPLEX, 0.38,
+                    (255, 255, 255) if lungs.found else (255, 90, 90), 1, cv2.LINE_AA)
+        tiles.append(picture)
+    if not tiles:
+        return None
+    tiles += [np.zeros_like(tiles[0])] * (-len(tiles) % columns)
+    rows = [np.hstack(tiles[i:i + columns]) for i in range(0, len(tiles), columns)]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(out), cv2.cvtColor(np.vstack(rows), cv2.COLOR_RGB2BGR))
+    return out
+
+
+def overlay_examples(paths: list[str], found: list[bool | None], count: int = 8) -> list[str]:
+    """Images to show: those without a plausible lung first, then evenly spread others."""
+    missing = [p for p, f in zip(paths, found, strict=True) if f is False]
+    others = [p for p, f in zip(paths, found, strict=True) if f is not False]
+    chosen = missing[:count // 2]
+    step = max(1, len(others) // max(1, count - len(chosen)))
+    return chosen + others[::step][:count - len(chosen)]

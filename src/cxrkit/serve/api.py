@@ -9,7 +9,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, HTTPException, UploadFile
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from cxrkit.errors import CxrkitError
 from cxrkit.serve.decode import UploadTooLarge, decode_image
@@ -35,6 +35,8 @@ class ImagePrediction(BaseModel):
     decision: str
     threshold: float | None
     positive_class: str | None
+    lung_found: bool | None = Field(None, description="False: no plausible lung found, the whole image "
+                                    "was used; null: the model does not use lung_crop")
 
 
 class PredictResponse(BaseModel):

@@ -101,11 +101,12 @@ class ServedModel:
 
     def predict(self, grays: list[np.ndarray]) -> list[dict]:
         """Probabilities and decision for decoded grey images."""
-        probabilities = self.predictor.predict_proba(grays)
+        probabilities, lung_found = self.predictor.predict_details(grays)
         return [{"probabilities": dict(zip(self.classes, map(float, row), strict=True)),
                  "decision": self.rule.decide(row),
                  "threshold": self.rule.threshold,
-                 "positive_class": self.rule.positive_class} for row in probabilities]
+                 "positive_class": self.rule.positive_class,
+                 "lung_found": found} for row, found in zip(probabilities, lung_found, strict=True)]
 
     def card(self) -> dict:
         """What a client needs to know: classes, input contract, decision rule, test metrics."""

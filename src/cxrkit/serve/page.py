@@ -17,6 +17,8 @@ IMAGE_HEIGHT = 360
 UPLOAD_TYPES = [".png", ".jpg", ".jpeg", ".dcm", ".dicom"]
 NOTICE = ("**Not for clinical use.** Research software: the output is a model's estimate, "
           "not a diagnosis, and must not guide the care of a patient.")
+NO_LUNG = ("\n\n**No plausible lung found in this image: the whole image was used** "
+           "(the model was trained on lung crops, so this result is less reliable).")
 NO_GRADCAM_ONNX = ("Grad-CAM needs the PyTorch model, and this server runs an exported ONNX "
                    "graph: serve the run folder (`cxrkit serve RUN`) to see heatmaps.")
 
@@ -34,13 +36,15 @@ def build_page(served: ServedModel):
             return None, "", None, None, "", None
         try:
             gray = decode_image(Path(file_path).read_bytes(), Path(file_path).name)
-            probabilities = served.predictor.predict_proba([gray])[0]
+            probabilities, lung_found = served.predictor.predict_details([gray])
+            probabilities = probabilities[0]
         except CxrkitError as error:
             raise gr.Error(str(error)) from error
         model_input = served.predictor.prepare(gray)
         heatmap, note = _gradcam(explainer, gray)
         return (dict(zip(served.classes, map(float, probabilities), strict=True)),
-                _decision_text(served, probabilities, threshold if binary else None),
+                _decision_text(served, probabilities, threshold if binary else None)
+                + (NO_LUNG if lung_found[0] is False else ""),
                 model_input, heatmap, note, probabilities)
 
     def redecide(probabilities: np.ndarray | None, threshold: float) -> str:
