@@ -39,14 +39,15 @@ def register(subparsers) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from cxrkit.segment.train import read_segment_recipe, train_segmenter
+    from cxrkit.segment.train import OUTPUT_FILES, read_segment_recipe, train_segmenter
     from cxrkit.segment.weights import WEIGHTS_NAME
 
     overrides = dict(parse_override(text) for text in args.overrides)
     config = read_segment_recipe(args.recipe, overrides)
     out = Path(args.out)
-    if (out / WEIGHTS_NAME).exists() and not args.overwrite:
-        raise CxrkitError(f"{out / WEIGHTS_NAME} already exists; pass --overwrite to replace it "
+    existing = [out / name for name in OUTPUT_FILES if (out / name).exists()]
+    if existing and not args.overwrite:
+        raise CxrkitError(f"{existing[0]} already exists; pass --overwrite to replace it "
                           "or --out another folder")
 
     def show(row: dict) -> None:
@@ -57,7 +58,7 @@ def run_train(args: argparse.Namespace) -> int:
     print(f"best epoch {card['best_epoch']} (val Dice {card['val_dice']:.4f}); held-out patients "
           f"({card['images']['test']}): Dice mean {card['test_dice_mean']:.4f}, "
           f"min {card['test_dice_min']:.4f}; by site {card['test_dice_by_site']}")
-    print(f"wrote {out / WEIGHTS_NAME} (+ lung_unet.json, lung_unet.md, split.csv, metrics.csv, test_dice.csv)")
+    print(f"wrote {out / WEIGHTS_NAME} (+ {', '.join(OUTPUT_FILES[1:])})")
     return 0
 
 

@@ -120,8 +120,9 @@ def _lung_overlays(table: pd.DataFrame, path: Path) -> dict:
     for _, rows in sorted(readable.groupby("label"), key=lambda item: str(item[0])):
         picks = rng.choice(len(rows), size=min(LUNG_OVERLAYS_PER_CLASS, len(rows)), replace=False)
         chosen += [rows["path"].iat[i] for i in sorted(picks)]
-    found = [lungs.found for lungs in segmenter.segment_many([read_gray(p) for p in chosen])] if chosen else []
-    overlay_grid(segmenter, chosen, path, columns=LUNG_OVERLAYS_PER_CLASS)
+    found = overlay_grid(segmenter, chosen, path, columns=LUNG_OVERLAYS_PER_CLASS)
+    if not found:
+        return {"error": "no readable images"}
     return {"segmenter": segmenter.digest, "shown": len(chosen), "no_lung_found": int(sum(not f for f in found)),
             "figure": path.name}
 

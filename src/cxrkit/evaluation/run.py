@@ -139,11 +139,11 @@ def evaluate_run(run_dir: str | Path, data: str | Path | None = None, split: str
     if "lung_found" in table.columns:
         from cxrkit.segment.predict import overlay_examples, overlay_grid
 
-        lungs = overlay_grid(predictor.segmenter, overlay_examples(table["path"].tolist(),
+        shown = overlay_grid(predictor.segmenter, overlay_examples(table["path"].tolist(),
                                                                    table["lung_found"].tolist()),
                              out_dir / "plots" / "lungs.png", predictor.preprocessing.lung_crop_margin)
-        if lungs is not None:
-            figures["lungs"] = lungs
+        if shown:
+            figures["lungs"] = out_dir / "plots" / "lungs.png"
     files = {"metrics": "metrics.json", "predictions": "predictions.csv",
              "classification_report": "classification_report.txt", "report": "report.html"}
     (out_dir / "classification_report.txt").write_text(

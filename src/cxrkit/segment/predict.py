@@ -81,15 +81,19 @@ def predict_masks(segmenter: LungSegmenter, paths: list[str], out: Path, overwri
 
 
 def overlay_grid(segmenter: LungSegmenter, paths: list[str], out: Path, margin: float = OVERLAY_MARGIN,
-                 tile: int = 200, columns: int = 4) -> Path | None:
-    """One PNG of lung overlays (file name, and `NO LUNG` where the whole image is used); None if none read."""
-    tiles = []
+                 tile: int = 200, columns: int = 4) -> list[bool]:
+    """Write one PNG of lung overlays (file name, `NO LUNG` where the whole image is used) to `out`.
+
+    Returns lung_found for each image drawn; nothing is written when no image could be read.
+    """
+    tiles, found = [], []
     for path in paths:
         try:
             gray = read_gray(path)
         except CxrkitError:
             continue
         lungs = segmenter.segment(gray)
+        found.append(lungs.found)
         picture = cv2.resize(overlay(gray, lungs, margin), (tile, tile), interpolation=cv2.INTER_AREA)
         caption = Path(path).name[:26] + ("" if lungs.found else "  NO LUNG")
         cv2.rectangle(picture, (0, tile - 18), (tile, tile), (0, 0, 0), -1)
@@ -97,12 +101,12 @@ def overlay_grid(segmenter: LungSegmenter, paths: list[str], out: Path, margin: 
                     (255, 255, 255) if lungs.found else (255, 90, 90), 1, cv2.LINE_AA)
         tiles.append(picture)
     if not tiles:
-        return None
+        return found
     tiles += [np.zeros_like(tiles[0])] * (-len(tiles) % columns)
     rows = [np.hstack(tiles[i:i + columns]) for i in range(0, len(tiles), columns)]
     out.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(out), cv2.cvtColor(np.vstack(rows), cv2.COLOR_RGB2BGR))
-    return out
+    return found
 
 
 def overlay_examples(paths: list[str], found: list[bool | None], count: int = 8) -> list[str]:

@@ -27,6 +27,7 @@ from cxrkit.segment.lungs import dice, network_input
 from cxrkit.segment.weights import WEIGHTS_FORMAT, WEIGHTS_NAME, torch_segmenter, weights_digest
 
 RECIPE = "lung-unet"
+OUTPUT_FILES = (WEIGHTS_NAME, "lung_unet.json", "lung_unet.md", "split.csv", "metrics.csv", "test_dice.csv")
 
 
 class SegmentConfig(BaseModel):
@@ -182,7 +183,7 @@ def train_segmenter(data: str | Path, out: str | Path, config: SegmentConfig | N
                     command: str = "", progress: Callable[[dict], None] | None = None) -> dict:
     """Train, pick the best validation epoch, score held-out patients; write weights, card, split, log.
 
-    Returns the card dict. `out` must not hold a previous weight file (the caller asks first).
+    Returns the card dict. Writes OUTPUT_FILES into `out`, replacing them (the caller asks first).
     """
     import cv2
     import torch
@@ -277,7 +278,7 @@ def train_segmenter(data: str | Path, out: str | Path, config: SegmentConfig | N
     stem = WEIGHTS_NAME.rsplit(".", 1)[0]
     (out / f"{stem}.json").write_text(json.dumps(card, indent=2) + "\n")
     (out / f"{stem}.md").write_text(card_markdown(card))
-    table.assign(path=table["path"], mask=table["mask"]).to_csv(out / "split.csv", index=False)
+    table.to_csv(out / "split.csv", index=False)
     pd.DataFrame(history).to_csv(out / "metrics.csv", index=False)
     pd.DataFrame({"path": table["path"][test_rows].to_numpy(), "site": table["site"][test_rows].to_numpy(),
                   "dice": np.round(test_dice, 4), "lung_found": [r.found for r in results]}
