@@ -319,3 +319,39 @@ def test_lung_crop_runs_through_train_predict_and_onnx(lung_run: Path, tiny_weig
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() in ("True", "False")
+
+
+def test_same_seed_gives_the_same_weights(tiny_weights: Path, tmp_path):
+    from cxrkit.segment.weights import read_weights, weights_digest
+
+    again = tmp_path / "again"
+    csv_path = tiny_weights.parent.parent / "lungs.csv"
+    assert main(["segment", "train", "--data", str(csv_path), "--out", str(again), *TINY]) == 0
+    assert weights_digest(read_weights(again / "lung_unet.pt")) == weights_digest(read_weights(tiny_weights))
+
+
+def test_audit_shows_lung_overlays(tmp_path):
+    import json
+
+    from cxrkit.data.audit import audit_dataset
+
+    rng = np.random.default_rng(12)
+    for label in ("Normal", "Tuberculosis"):
+        for index in range(5):
+            (tmp_path / "data" / label).mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(tmp_path / "data" / label / f"{index}.png"), synthetic_chest(rng)[0])
+    audit_dataset(tmp_path / "data", out_dir=tmp_path / "audit")
+    lungs = json.loads((tmp_path / "audit" / "audit.json").read_text())["lungs"]
+    assert lungs["shown"] == 8 and 0 <= lungs["no_lung_found"] <= 8
+    assert (tmp_path / "audit" / "lung_overlays.png").is_file()
+    assert "Lung fields" in (tmp_path / "audit" / "audit.html").read_text()
+
+
+def test_shipped_weights_load_and_have_a_card():
+    from cxrkit.segment.weights import default_weights_path, read_weights, weights_digest
+
+    path = default_weights_path()
+    card = __import__("json").loads(path.with_suffix(".json").read_text())
+    assert weights_digest(read_weights()) == card["weights_digest"]
+    assert card["test_dice_mean"] >= 0.95 and "cxrkit segment train" in card["command"]
+    assert path.with_suffix(".md").is_file() and path.stat().st_size < 2_000_000
