@@ -63,6 +63,10 @@ class PreprocessConfig(Section):
     clahe_clip_limit: float = Field(2.0, gt=0)
     clahe_tile_grid: int = Field(8, ge=1)
     normalization: Literal["auto", "imagenet", "dataset"] = "auto"
+    lung_crop: bool = False
+    lung_crop_margin: float = Field(0.1, ge=0, le=1)
+    lung_mask_outside: bool = False
+    lung_weights: str | None = None
 
 
 class AugmentConfig(Section):
