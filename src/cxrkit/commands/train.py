@@ -40,6 +40,7 @@ FLAGS = {
     "strategy": ("train.strategy", str, "auto|ddp|...", "Lightning strategy"),
     "seed": ("train.seed", int, "N", "training seed"),
     "workers": ("data.num_workers", int, "N", "data-loader worker processes"),
+    "max_steps": ("train.max_steps", int, "N", "stop after N optimizer steps (0: no limit)"),
 }
 
 
@@ -77,15 +78,17 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cxrkit.commands.reporting import print_run_summary, quiet_lightning
+    from cxrkit.commands.reporting import ProgressBars, print_run_summary, quiet_lightning
     from cxrkit.config import build_config
-    from cxrkit.training.fit import train
+    from cxrkit.training.fit import global_rank, train
 
     quiet_lightning()
+    progress = ProgressBars(quiet=global_rank() != 0)
     if args.resume:
-        run_dir = train(resume=args.resume)
+        run_dir = train(resume=args.resume, progress=progress)
     else:
         config = build_config(args.recipe, overrides_from_args(args))
-        run_dir = train(config, overwrite=args.overwrite)
-    print_run_summary(run_dir)
+        run_dir = train(config, overwrite=args.overwrite, progress=progress)
+    if global_rank() == 0:
+        print_run_summary(run_dir)
     return 0

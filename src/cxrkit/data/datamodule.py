@@ -1,4 +1,4 @@
-"""Datasets over the in-memory uint8 cache and the LightningDataModule that serves them."""
+"""Datasets over the on-disk uint8 image cache and the LightningDataModule that serves them."""
 
 from __future__ import annotations
 
@@ -9,10 +9,14 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 
 class CachedImageDataset(Dataset):
-    """Prepared uint8 images and integer labels; yields (uint8 1xHxW tensor, label)."""
+    """Prepared uint8 images and integer labels; yields (uint8 1xHxW tensor, label).
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, augment=None):
-        self.images = torch.from_numpy(images)
+    `images` is a `cxrkit.data.cache.CachedImages` (rows read from the on-disk store) or an
+    N x H x W uint8 array.
+    """
+
+    def __init__(self, images, labels: np.ndarray, augment=None):
+        self.images = images
         self.labels = torch.from_numpy(labels.astype(np.int64))
         self.augment = augment
 
@@ -20,7 +24,7 @@ class CachedImageDataset(Dataset):
         return len(self.labels)
 
     def __getitem__(self, index: int):
-        image = self.images[index].unsqueeze(0)
+        image = torch.from_numpy(np.array(self.images[index], dtype=np.uint8)).unsqueeze(0)
         if self.augment is not None:
             image = self.augment(image)
         return image, self.labels[index]
@@ -46,6 +50,12 @@ class CachedDataModule(L.LightningDataModule):
             weights = (1.0 / counts)[dataset.labels]
             generator = torch.Generator().manual_seed(self.seed)
             sampler = WeightedRandomSampler(weights, len(dataset), replacement=True, generator=generator)
+        if not train and self.trainer is not None and self.trainer.world_size > 1:
+            # each validation image on exactly one rank (Lightning's default pads with repeats)
+            from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+
+            sampler = UnrepeatedDistributedSampler(dataset, num_replicas=self.trainer.world_size,
+                                                   rank=self.trainer.global_rank, shuffle=False)
         return DataLoader(
             dataset, batch_size=self.batch_size, shuffle=train and sampler is None, sampler=sampler,
             num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
