@@ -166,7 +166,7 @@ def test_two_runs_filling_the_same_cache_at_once(tmp_path):
     for run in runs:
         run.join(timeout=60)
     truth = [expected(p).tobytes() for p in paths]
-    for fill, rows, failures in results:
+    for _, rows, failures in results:
         assert rows == truth and failures == {}
     assert sorted(fill["decoded"] for fill, _, _ in results) == [0, 40]  # the second waited and reused
     pixels = tmp_path / "cache" / PREP.cache_key() / PIXELS

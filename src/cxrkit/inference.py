@@ -7,13 +7,15 @@ with `weights_only=True`, so nothing is re-guessed and nothing untrusted is unpi
 from __future__ import annotations
 
 import json
+from collections import deque
 from collections.abc import Iterable, Sequence
+from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from cxrkit.data.io import to_gray
+from cxrkit.data.io import read_gray, to_gray
 from cxrkit.data.preprocess import Preprocessing, normalise, prepare
 from cxrkit.errors import CxrkitError
 
@@ -92,6 +94,37 @@ class BasePredictor:
             return np.zeros((0, len(self.classes)), dtype=np.float32)
         return np.concatenate(outputs).astype(np.float32)
 
+    def predict_files(self, paths: Sequence[str], batch_size: int = 32, workers: int | None = None,
+                      progress=None) -> tuple[np.ndarray, list[str], dict[str, str]]:
+        """(probabilities, the readable paths in input order, {unreadable path: reason}).
+
+        Files are decoded and prepared in `workers` processes (default: every core) while the
+        model runs on full batches here; `progress(stage, done, total)` follows the files.
+        """
+        paths = [str(p) for p in paths]
+        outputs, kept, failures, pending = [], [], {}, []
+
+        def run(images: list[np.ndarray]) -> None:
+            outputs.append(self._probabilities(normalise(np.stack(images), self.preprocessing)))
+
+        for done, (path, image, reason) in enumerate(_prepared(paths, self.preprocessing, batch_size,
+                                                               workers), start=1):
+            if image is None:
+                failures[path] = reason
+            else:
+                kept.append(path)
+                pending.append(image)
+            if len(pending) == batch_size:
+                run(pending)
+                pending = []
+            if progress is not None and (done % batch_size == 0 or done == len(paths)):
+                progress("predict", done, len(paths))
+        if pending:
+            run(pending)
+        if not outputs:
+            return np.zeros((0, len(self.classes)), dtype=np.float32), kept, failures
+        return np.concatenate(outputs).astype(np.float32), kept, failures
+
     def predict(self, images, batch_size: int = 32) -> list[str]:
         """The most probable class name for each input."""
         probabilities = self.predict_proba(images, batch_size)
@@ -130,6 +163,43 @@ class Predictor(BasePredictor):
         with torch.inference_mode():
             logits = self.model(torch.from_numpy(batch))
             return probabilities_from_logits(logits, self.single_logit).numpy()
+
+
+def _prepare_files(paths: list[str], prep: dict) -> list[tuple[str, np.ndarray | None, str]]:
+    """(path, prepared uint8 image or None, failure reason) for each file."""
+    settings = Preprocessing.from_dict(prep)
+    results = []
+    for path in paths:
+        try:
+            results.append((path, prepare(read_gray(path), settings), ""))
+        except CxrkitError as error:
+            results.append((path, None, str(error)))
+    return results
+
+
+def _prepared(paths: list[str], prep: Preprocessing, chunk: int, workers: int | None):
+    """Yield (path, prepared image or None, reason) in input order, decoded ahead in processes."""
+    from cxrkit.data.cache import default_workers, process_pool
+
+    chunks = [paths[start:start + chunk] for start in range(0, len(paths), chunk)]
+    workers = workers or default_workers()
+    if workers <= 1 or len(chunks) <= 2:
+        for part in chunks:
+            yield from _prepare_files(part, prep.to_dict())
+        return
+    remaining = iter(chunks)
+    with process_pool(workers) as pool:
+        ahead = deque(pool.submit(_prepare_files, part, prep.to_dict())
+                      for part in islice(remaining, 4 * workers))  # bounded read-ahead
+        try:
+            while ahead:
+                results = ahead.popleft().result()
+                following = next(remaining, None)
+                if following is not None:
+                    ahead.append(pool.submit(_prepare_files, following, prep.to_dict()))
+                yield from results
+        finally:
+            pool.shutdown(cancel_futures=True)
 
 
 def _as_list(images) -> list:

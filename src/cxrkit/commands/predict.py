@@ -17,6 +17,8 @@ def register(subparsers) -> None:
     parser.add_argument("images", nargs="+", help="image files and/or folders (searched recursively)")
     parser.add_argument("--out", required=True, help="CSV to write (path, predicted label, prob_<class>...)")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--workers", type=int, metavar="N",
+                        help="processes decoding images while the model runs (default: every core)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     parser.set_defaults(func=run)
 
@@ -41,9 +43,7 @@ def collect_images(items: list[str]) -> tuple[list[str], list[str]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from cxrkit.data.io import read_gray
+    from cxrkit.commands.reporting import ProgressBars
     from cxrkit.inference import load
 
     out = Path(args.out)
@@ -51,23 +51,18 @@ def run(args: argparse.Namespace) -> int:
         raise CxrkitError(f"--out {out} already exists; pass --overwrite to replace it")
     predictor = load(args.model)
     paths, ignored = collect_images(args.images)
-    readable, failed = [], []
-    for path in paths:
-        try:
-            readable.append((path, read_gray(path)))
-        except CxrkitError as error:
-            failed.append((path, str(error)))
-    with tqdm(total=len(readable), unit="img", desc="predict") as bar:
-        probabilities = predictor.predict_proba([image for _, image in readable], args.batch_size,
-                                                progress=bar.update)
+    progress = ProgressBars()
+    probabilities, readable, failed = predictor.predict_files(paths, args.batch_size, args.workers,
+                                                              progress=progress)
+    progress.close()
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "predicted", *[f"prob_{c}" for c in predictor.classes]])
-        for (path, _), row in zip(readable, probabilities, strict=False):
+        for path, row in zip(readable, probabilities, strict=True):
             writer.writerow([path, predictor.classes[int(row.argmax())], *[f"{p:.6f}" for p in row]])
     print(f"wrote {len(readable)} prediction(s) to {out}")
-    for _path, reason in failed:
+    for reason in failed.values():
         print(f"skipped: {reason}")
     if ignored:
         print(f"ignored {len(ignored)} non-image file(s), e.g. {ignored[0]}")

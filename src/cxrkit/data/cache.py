@@ -324,7 +324,8 @@ def _decode_rows(pixels: str, prep: dict, items: list[tuple[int, str]]) -> list[
     return results
 
 
-def _pool(workers: int) -> ProcessPoolExecutor:
+def process_pool(workers: int) -> ProcessPoolExecutor:
+    """Worker processes for decoding (forkserver where available: safe next to threads)."""
     method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
     return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method))
 
@@ -366,7 +367,7 @@ def _fill(folder: Path, prep: Preprocessing, missing: dict[str, str], workers: i
         for chunk in chunks:
             commit(_decode_rows(str(pixels), prep.to_dict(), chunk))
     else:
-        with _pool(workers) as pool:
+        with process_pool(workers) as pool:
             futures = [pool.submit(_decode_rows, str(pixels), prep.to_dict(), chunk) for chunk in chunks]
             try:
                 for future in as_completed(futures):

@@ -29,7 +29,7 @@ from cxrkit.data.transforms import train_augmentation
 from cxrkit.errors import CxrkitError, TrainingInterrupted
 from cxrkit.inference import CHECKPOINT_FORMAT, CHECKPOINT_NAME
 from cxrkit.models import build_model, count_parameters
-from cxrkit.training.callbacks import SaveOnInterrupt, Throughput
+from cxrkit.training.callbacks import SaveOnInterrupt, StartupTime, Throughput
 from cxrkit.training.curves import merge_epoch_logs, plot_training_curves
 from cxrkit.training.precision import resolve_precision
 
@@ -247,7 +247,8 @@ def train(config: Config | str | None = None, *, callbacks: Sequence = (), use_t
     module = Classifier(model, len(classes), config.train, mean, std, config.preprocess.channels,
                         _class_weights(labels[masks["train"]], len(classes), config.train.class_weights),
                         single_logit)
-    trainer = _trainer(config, run_dir, callbacks)
+    startup = StartupTime(started)
+    trainer = _trainer(config, run_dir, [*callbacks, startup])
     try:
         trainer.fit(module, datamodule=data, **({"ckpt_path": checkpoint} if checkpoint else {}))
     except SystemExit as stop:
@@ -265,6 +266,7 @@ def train(config: Config | str | None = None, *, callbacks: Sequence = (), use_t
     _save_model(run_dir, module.model, classes, prep, model_spec, single_logit, config)
     info = {
         "wall_time_s": round(time.perf_counter() - started, 1),
+        "startup_s": None if startup.seconds is None else round(startup.seconds, 1),
         "images_per_s": round(trainer.callback_metrics.get("img_per_s", torch.tensor(float("nan"))).item(), 1),
         "parameters": count_parameters(module.model),
         "trainable_parameters": count_parameters(module.model, trainable_only=True),
