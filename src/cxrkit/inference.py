@@ -142,6 +142,7 @@ class Predictor(BasePredictor):
         self.single_logit = single_logit
         self.run_dir = run_dir
         self.info = info or {}
+        self._inference_model = None
 
     @property
     def operating_point(self) -> dict | None:
@@ -157,11 +158,29 @@ class Predictor(BasePredictor):
 
         return torch.from_numpy(self.to_array(images))
 
+    def inference_model(self):
+        """`model` as prediction runs it: BatchNorm folded into the convolutions before it
+        (torch.fx) and channels_last memory; the same outputs to float rounding, about twice
+        as fast on CPUs. `model` itself stays as it is for explanations."""
+        import contextlib
+        import copy
+
+        import torch
+        from torch.fx.experimental.optimization import fuse
+
+        if self._inference_model is None:
+            model = copy.deepcopy(self.model).eval()
+            with contextlib.suppress(Exception):  # a model torch.fx cannot trace runs unfused
+                model = fuse(model)
+            self._inference_model = model.to(memory_format=torch.channels_last)
+        return self._inference_model
+
     def _probabilities(self, batch: np.ndarray) -> np.ndarray:
         import torch
 
+        inputs = torch.from_numpy(batch).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
-            logits = self.model(torch.from_numpy(batch))
+            logits = self.inference_model()(inputs)
             return probabilities_from_logits(logits, self.single_logit).numpy()
 
 

@@ -80,15 +80,15 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from cxrkit.commands.reporting import ProgressBars, print_run_summary, quiet_lightning
     from cxrkit.config import build_config
-    from cxrkit.training.fit import global_rank, train
+    from cxrkit.training.fit import is_main_process, train
 
     quiet_lightning()
-    progress = ProgressBars(quiet=global_rank() != 0)
+    progress = ProgressBars(quiet=not is_main_process())
     if args.resume:
         run_dir = train(resume=args.resume, progress=progress)
     else:
         config = build_config(args.recipe, overrides_from_args(args))
         run_dir = train(config, overwrite=args.overwrite, progress=progress)
-    if global_rank() == 0:
+    if is_main_process():
         print_run_summary(run_dir)
     return 0

@@ -93,12 +93,13 @@ def _near_duplicate_groups(manifest: pd.DataFrame, config: Config) -> list | Non
     return near_duplicate_groups(list(manifest["path"]), config.data.near_duplicate_distance)
 
 
-def global_rank() -> int:
-    """This process's rank in a distributed run (0 when alone), from the launcher's environment."""
-    for name in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
+def is_main_process() -> bool:
+    """False in every process of a distributed run but global rank 0 (from the launcher's
+    environment: torchrun's RANK, SLURM's SLURM_PROCID, Lightning's NODE_RANK/LOCAL_RANK)."""
+    for name in ("RANK", "SLURM_PROCID"):
         if os.environ.get(name, "").isdigit():
-            return int(os.environ[name])
-    return 0
+            return int(os.environ[name]) == 0
+    return all(int(os.environ.get(name) or 0) == 0 for name in ("NODE_RANK", "LOCAL_RANK"))
 
 
 def _load_split_images(manifest: pd.DataFrame, prep: Preprocessing, config: Config, use_test: bool,
@@ -200,10 +201,10 @@ def train(config: Config | str | None = None, *, callbacks: Sequence = (), use_t
         if not isinstance(config, Config):
             config = build_config(config, overrides)
         run_dir = run_dir_for(config)
-        if global_rank() == 0:
+        if is_main_process():
             prepare_run_dir(run_dir, overwrite)
         checkpoint = None
-    writer = global_rank() == 0
+    writer = is_main_process()
     L.seed_everything(config.train.seed, workers=True, verbose=False)
     started = time.perf_counter()
 
