@@ -15,12 +15,26 @@ from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 from conftest import write_image
 from cxrkit.config import MONITOR_MODES, TrainConfig, monitor_mode
+from cxrkit.training.fit import is_main_process
 from cxrkit.training.module import validation_metrics
 
 
 def test_every_monitor_has_one_direction():
     assert set(MONITOR_MODES) == set(TrainConfig.model_fields["monitor"].annotation.__args__)
     assert monitor_mode("val_loss") == "min" and monitor_mode("val_auroc") == "max"
+
+
+@pytest.mark.parametrize(("environment", "main"), [
+    ({}, True), ({"LOCAL_RANK": "1"}, False), ({"RANK": "0", "LOCAL_RANK": "0"}, True),
+    ({"RANK": "5", "LOCAL_RANK": "1", "NODE_RANK": "1"}, False), ({"SLURM_PROCID": "0"}, True),
+    ({"SLURM_PROCID": "0", "LOCAL_RANK": "1"}, False), ({"NODE_RANK": "1", "LOCAL_RANK": "0"}, False),
+])
+def test_only_global_rank_zero_writes_the_run_folder(monkeypatch, environment, main):
+    for name in ("RANK", "SLURM_PROCID", "NODE_RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    assert is_main_process() is main
 
 
 def test_validation_metrics_match_scikit_learn():

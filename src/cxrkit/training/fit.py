@@ -94,12 +94,10 @@ def _near_duplicate_groups(manifest: pd.DataFrame, config: Config) -> list | Non
 
 
 def is_main_process() -> bool:
-    """False in every process of a distributed run but global rank 0 (from the launcher's
-    environment: torchrun's RANK, SLURM's SLURM_PROCID, Lightning's NODE_RANK/LOCAL_RANK)."""
-    for name in ("RANK", "SLURM_PROCID"):
-        if os.environ.get(name, "").isdigit():
-            return int(os.environ[name]) == 0
-    return all(int(os.environ.get(name) or 0) == 0 for name in ("NODE_RANK", "LOCAL_RANK"))
+    """False in every process of a distributed run but global rank 0, read from the launchers'
+    environment (torchrun's RANK, SLURM's SLURM_PROCID, Lightning's NODE_RANK and LOCAL_RANK)."""
+    return all(int(os.environ.get(name) or 0) == 0
+               for name in ("RANK", "SLURM_PROCID", "NODE_RANK", "LOCAL_RANK"))
 
 
 def _load_split_images(manifest: pd.DataFrame, prep: Preprocessing, config: Config, use_test: bool,
@@ -192,6 +190,7 @@ def train(config: Config | str | None = None, *, callbacks: Sequence = (), use_t
 
     from cxrkit.training.module import Classifier
 
+    writer = is_main_process()
     if resume is not None:
         run_dir = Path(resume).expanduser()
         config = load_config_file(run_dir)
@@ -201,10 +200,9 @@ def train(config: Config | str | None = None, *, callbacks: Sequence = (), use_t
         if not isinstance(config, Config):
             config = build_config(config, overrides)
         run_dir = run_dir_for(config)
-        if is_main_process():
+        if writer:
             prepare_run_dir(run_dir, overwrite)
         checkpoint = None
-    writer = is_main_process()
     L.seed_everything(config.train.seed, workers=True, verbose=False)
     started = time.perf_counter()
 
