@@ -188,3 +188,22 @@ def test_unwritable_cache_is_a_clear_error(tmp_path):
     blocker.write_text("x")
     with pytest.raises(CxrkitError, match="cannot write the image cache"):
         load_cached_images(paths, PREP, blocker / "cache")
+
+
+def test_near_duplicate_groups_are_kept_by_content(tmp_path, monkeypatch):
+    from cxrkit.data import audit
+
+    paths = make_images(tmp_path / "data", 5)
+    shutil.copy(paths[0], tmp_path / "data" / "copy.png")
+    paths.append(str(tmp_path / "data" / "copy.png"))
+    first = audit.near_duplicate_groups(paths)
+    assert first[0] == first[5] is not None
+
+    def must_not(*args, **kwargs):
+        raise AssertionError("compared again")
+
+    monkeypatch.setattr(audit, "close_pairs", must_not)
+    assert audit.near_duplicate_groups(paths) == first
+    Image.fromarray(np.zeros((30, 30), np.uint8)).save(paths[2])
+    with pytest.raises(AssertionError, match="compared again"):
+        audit.near_duplicate_groups(paths)

@@ -325,9 +325,13 @@ def _decode_rows(pixels: str, prep: dict, items: list[tuple[int, str]]) -> list[
 
 
 def process_pool(workers: int) -> ProcessPoolExecutor:
-    """Worker processes for decoding (forkserver where available: safe next to threads)."""
-    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method))
+    """Worker processes for decoding: forked from a forkserver (safe next to threads) that has
+    imported the decoders once, so each worker starts at once; spawned where unavailable."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["cxrkit.data.cache", "cxrkit.inference"])
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context)
 
 
 def _fill(folder: Path, prep: Preprocessing, missing: dict[str, str], workers: int,
