@@ -207,3 +207,22 @@ def test_near_duplicate_groups_are_kept_by_content(tmp_path, monkeypatch):
     Image.fromarray(np.zeros((30, 30), np.uint8)).save(paths[2])
     with pytest.raises(AssertionError, match="compared again"):
         audit.near_duplicate_groups(paths)
+
+
+def test_split_is_kept_for_the_same_inputs(monkeypatch):
+    import pandas as pd
+
+    from cxrkit.data import splits
+
+    manifest = pd.DataFrame({"path": [f"{i}.png" for i in range(60)], "label": ["a", "b"] * 30,
+                             "group": [f"p{i // 3}" if i < 30 else None for i in range(60)], "split": None})
+    first = splits.assign_splits_cached(manifest, 0.2, 0.2, seed=3)
+    pd.testing.assert_frame_equal(first, splits.assign_splits(manifest, 0.2, 0.2, seed=3))
+
+    def must_not(*args, **kwargs):
+        raise AssertionError("split again")
+
+    monkeypatch.setattr(splits, "assign_splits", must_not)
+    pd.testing.assert_frame_equal(splits.assign_splits_cached(manifest, 0.2, 0.2, seed=3), first)
+    with pytest.raises(AssertionError, match="split again"):
+        splits.assign_splits_cached(manifest, 0.2, 0.2, seed=4)

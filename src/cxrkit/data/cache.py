@@ -224,11 +224,15 @@ class CachedImages:
         picked.fill = self.fill
         return picked
 
-    def sample(self, count: int) -> np.ndarray:
-        """Up to `count` images spread evenly over the set, stacked (for dataset statistics)."""
-        positions = range(0, len(self), max(1, len(self) // count)) if len(self) else []
-        return np.stack([self[i] for i in positions]) if len(self) else np.zeros(
-            (0, self.image_size, self.image_size), dtype=np.uint8)
+    def mean_std(self, count: int) -> tuple[float, float]:
+        """Mean and standard deviation of the pixels (0-1) of up to `count` images spread evenly
+        over the set, read one at a time so memory stays small."""
+        total = squares = pixels = 0.0
+        for index in range(0, len(self), max(1, len(self) // count)):
+            image = self[index].astype(np.float64) / 255.0
+            total, squares, pixels = total + image.sum(), squares + np.square(image).sum(), pixels + image.size
+        mean = total / max(pixels, 1)
+        return float(mean), float(np.sqrt(max(squares / max(pixels, 1) - mean * mean, 0.0)))
 
     def _descriptor(self) -> int | None:
         if self._fd is None or self._pid != os.getpid():

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +12,8 @@ import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
 from cxrkit.errors import CxrkitError
+
+SPLITS_VERSION = 1
 
 
 def _carve(labels: np.ndarray, groups: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -25,6 +30,35 @@ def effective_groups(manifest: pd.DataFrame) -> np.ndarray:
     """Group id per row: the manifest's group, or the image itself when none is known."""
     groups = manifest["group"].astype(object).where(manifest["group"].notna(), None)
     return np.array([g if g is not None else f"image:{p}" for g, p in zip(groups, manifest["path"], strict=False)])
+
+
+def assign_splits_cached(manifest: pd.DataFrame, val_fraction: float = 0.1, test_fraction: float = 0.1,
+                         seed: int = 42) -> pd.DataFrame:
+    """`assign_splits`, its answer kept in the cache keyed by every input (paths, labels, groups,
+    given splits, fractions, seed, scikit-learn's version): grouped stratified splitting is slow
+    for 100,000 images and a second run on the same data needs the same split."""
+    import sklearn
+
+    from cxrkit.data.cache import cache_root
+
+    rows = manifest[["path", "label", "group", "split"]].astype(object).where(manifest.notna(), None)
+    key = hashlib.sha256(json.dumps([SPLITS_VERSION, sklearn.__version__, val_fraction, test_fraction, seed,
+                                     rows.to_numpy().tolist()], default=str).encode()).hexdigest()
+    kept = cache_root() / "splits" / f"{key}.json"
+    if kept.is_file():
+        try:
+            return manifest.assign(split=np.array(json.loads(kept.read_text()), dtype=object))
+        except (OSError, ValueError):
+            pass
+    result = assign_splits(manifest, val_fraction, test_fraction, seed)
+    try:
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        temporary = kept.with_suffix(f".{os.getpid()}.tmp")
+        temporary.write_text(json.dumps(result["split"].tolist()))
+        os.replace(temporary, kept)
+    except OSError:
+        pass
+    return result
 
 
 def assign_splits(

@@ -24,7 +24,7 @@ from cxrkit.data.cache import CachedImages, Progress, load_cached_images
 from cxrkit.data.datamodule import CachedDataModule, CachedImageDataset
 from cxrkit.data.preprocess import Preprocessing, channel_stats, imagenet_stats
 from cxrkit.data.sources import load_manifest
-from cxrkit.data.splits import assign_splits, merge_groups, read_split_file, write_split_file
+from cxrkit.data.splits import assign_splits_cached, merge_groups, read_split_file, write_split_file
 from cxrkit.data.transforms import train_augmentation
 from cxrkit.errors import CxrkitError, TrainingInterrupted
 from cxrkit.inference import CHECKPOINT_FORMAT, CHECKPOINT_NAME
@@ -65,8 +65,8 @@ def build_split(config: Config, use_test: bool) -> pd.DataFrame:
     else:
         if config.data.group_near_duplicates:
             manifest = merge_groups(manifest, _near_duplicate_groups(manifest, config))
-        manifest = assign_splits(manifest, config.data.val_fraction, config.data.test_fraction,
-                                 config.data.split_seed)
+        manifest = assign_splits_cached(manifest, config.data.val_fraction, config.data.test_fraction,
+                                        config.data.split_seed)
     manifest.attrs["ignored"] = ignored
     return manifest
 
@@ -125,8 +125,8 @@ def _normalisation(config: Config, train_images: CachedImages):
         mode = "imagenet" if config.model.weights == "imagenet" else "dataset"
     if mode == "imagenet":
         return imagenet_stats(channels)
-    sample = train_images.sample(2000).astype(np.float32) / 255.0
-    return channel_stats(channels, float(sample.mean()), float(max(sample.std(), 1e-3)))
+    mean, std = train_images.mean_std(2000)
+    return channel_stats(channels, mean, max(std, 1e-3))
 
 
 def _trainer(config: Config, run_dir: Path, callbacks: Sequence):
