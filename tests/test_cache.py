@@ -7,6 +7,7 @@ import multiprocessing
 import os
 import pickle
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -35,8 +36,15 @@ def make_images(folder: Path, count: int, seed: int = 0) -> list[str]:
         shape = (30 + index % 7, 40 - index % 5)
         path = folder / f"img_{index:03d}.png"
         Image.fromarray(rng.integers(0, 256, shape).astype(np.uint8)).save(path)
+        settle(path)
         paths.append(str(path))
     return paths
+
+
+def settle(path, age_s: int = 3600) -> None:
+    """Date a file back: the file index only trusts files not modified in the last seconds."""
+    past = time.time() - age_s
+    os.utime(path, (past, past))
 
 
 def expected(path: str) -> np.ndarray:
@@ -89,6 +97,12 @@ def test_file_index_rehashes_only_changed_files(tmp_path, monkeypatch):
     changed = content_hashes(paths)
     assert read == [paths[2]]
     assert changed[2]["sha256"] != first[2]["sha256"] and changed[:2] == first[:2]
+    content_hashes(paths)
+    assert read == [paths[2]] * 2  # written seconds ago: its mtime may not tell the next write apart
+    settle(paths[2], age_s=60)
+    content_hashes(paths)
+    content_hashes(paths)
+    assert read == [paths[2]] * 3
 
 
 def test_other_preprocessing_gets_its_own_array(tmp_path):
@@ -205,6 +219,7 @@ def test_near_duplicate_groups_are_kept_by_content(tmp_path, monkeypatch):
     monkeypatch.setattr(audit, "close_pairs", must_not)
     assert audit.near_duplicate_groups(paths) == first
     Image.fromarray(np.zeros((30, 30), np.uint8)).save(paths[2])
+    settle(paths[2], age_s=60)
     with pytest.raises(AssertionError, match="compared again"):
         audit.near_duplicate_groups(paths)
 

@@ -1,7 +1,9 @@
 """What cxrkit keeps on disk between runs: content hashes of image files and decoded images.
 
 **File index** (`<cache root>/files.sqlite`): the sha256 of every file seen, keyed by
-(path, size, mtime), so an unchanged file is never read again to learn its content hash.
+(path, size, mtime, inode), so an unchanged file is never read again to learn its content
+hash. A file modified in the last few seconds is not remembered (its mtime could still be
+shared by a later write: the "racy git" problem), so it is hashed again next time.
 The hash keys the decoded-image store here and the fingerprint cache of `cxrkit.data.hashing`.
 
 **Image store** (`<cache root>/images/<Preprocessing.cache_key()>/`): `pixels.u8`, one flat
@@ -48,6 +50,8 @@ LOCK = "lock"
 _CHUNK = 64
 _IN_PROCESS_BELOW = 256
 _SQL_BATCH = 500
+FILES_TABLE = "files_v1"
+RECENT_NS = 3_000_000_000
 
 Progress = Callable[[str, int, int], None]
 """progress(stage, done, total): stage is "hash" (reading new files) or "decode"."""
@@ -98,7 +102,7 @@ def _connect(database: Path) -> sqlite3.Connection:
     return connection
 
 
-def _known_hashes(database: Path, keys: list[str]) -> dict[str, tuple[int, int, str]]:
+def _known_hashes(database: Path, keys: list[str]) -> dict[str, tuple[int, int, int, str]]:
     if not database.is_file():
         return {}
     found = {}
@@ -107,23 +111,24 @@ def _known_hashes(database: Path, keys: list[str]) -> dict[str, tuple[int, int, 
             for start in range(0, len(keys), _SQL_BATCH):
                 chunk = keys[start:start + _SQL_BATCH]
                 rows = connection.execute(
-                    f"SELECT path, size, mtime_ns, sha256 FROM files WHERE path IN "
+                    f"SELECT path, size, mtime_ns, inode, sha256 FROM {FILES_TABLE} WHERE path IN "
                     f"({','.join('?' * len(chunk))})", chunk)
-                found.update((path, (size, mtime, sha)) for path, size, mtime, sha in rows)
+                found.update((path, tuple(rest)) for path, *rest in rows)
     except sqlite3.Error:
         return {}
     return found
 
 
-def _remember_hashes(database: Path, rows: list[tuple[str, int, int, str]]) -> None:
+def _remember_hashes(database: Path, rows: list[tuple[str, int, int, int, str]]) -> None:
     if not rows:
         return
     try:
         database.parent.mkdir(parents=True, exist_ok=True)
         with closing(_connect(database)) as connection, connection:
-            connection.execute("CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, "
-                               "size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL)")
-            connection.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?)", rows)
+            connection.execute(f"CREATE TABLE IF NOT EXISTS {FILES_TABLE} (path TEXT PRIMARY KEY, "
+                               "size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, inode INTEGER NOT NULL, "
+                               "sha256 TEXT NOT NULL)")
+            connection.executemany(f"INSERT OR REPLACE INTO {FILES_TABLE} VALUES (?, ?, ?, ?, ?)", rows)
     except (OSError, sqlite3.Error) as error:
         log.warning("cannot update the file index %s (%s); hashes are recomputed next time",
                     database, error)
@@ -155,21 +160,22 @@ def content_hashes(paths: Sequence[str], workers: int | None = None,
                                  "reason": f"{shown}: cannot read ({error.strerror or error})"}
             continue
         entry = known.get(path)
-        if stat.st_size and entry and entry[:2] == (stat.st_size, stat.st_mtime_ns):
-            records[position] = {"path": str(shown), "bytes": stat.st_size, "sha256": entry[2],
+        if stat.st_size and entry and entry[:3] == (stat.st_size, stat.st_mtime_ns, stat.st_ino):
+            records[position] = {"path": str(shown), "bytes": stat.st_size, "sha256": entry[3],
                                  "error": None}
         else:
             todo.append(position)
             stats[position] = stat
     new_rows = []
+    settled = time.time_ns() - RECENT_NS
     if todo:
         with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
             hashed = pool.map(_hash_file, [str(paths[i]) for i in todo])
             for done, (position, record) in enumerate(zip(todo, hashed, strict=True), start=1):
                 records[position] = record
                 stat = stats[position]
-                if record["sha256"] and record["bytes"] == stat.st_size:
-                    new_rows.append((absolute[position], stat.st_size, stat.st_mtime_ns,
+                if record["sha256"] and record["bytes"] == stat.st_size and stat.st_mtime_ns < settled:
+                    new_rows.append((absolute[position], stat.st_size, stat.st_mtime_ns, stat.st_ino,
                                      record["sha256"]))
                 if progress is not None and (done % _CHUNK == 0 or done == len(todo)):
                     progress("hash", done, len(todo))
