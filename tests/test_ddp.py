@@ -78,7 +78,7 @@ def test_ddp_training_logs_the_auroc_a_single_process_evaluation_finds(tmp_path)
 
     predictor = load(run)
     val = split[split["split"] == "val"]
-    probabilities, kept, failures = predictor.predict_files(val["path"].tolist(), workers=1)
+    probabilities, _, kept, failures = predictor.predict_files(val["path"].tolist(), workers=1)
     assert failures == {} and len(kept) == n_val
     truth = (val["label"] == "Tuberculosis").to_numpy()
     single_process = roc_auc_score(truth, probabilities[:, predictor.classes.index("Tuberculosis")])

@@ -24,12 +24,12 @@ def test_parallel_prediction_matches_sequential_and_reports_bad_files(tmp_path):
     wanted = paths[:6] + [str(tmp_path / "bad.png"), str(tmp_path / "missing.png")] + paths[6:]
     predictor = tiny_predictor()
     events = []
-    probabilities, kept, failures = predictor.predict_files(
+    probabilities, scores, kept, failures = predictor.predict_files(
         wanted, batch_size=4, workers=2, progress=lambda *event: events.append(event))
-    assert kept == paths
+    assert kept == paths and scores is None  # no out-of-distribution reference
     assert set(failures) == {wanted[6], wanted[7]} and "not a readable image" in failures[wanted[6]]
     np.testing.assert_allclose(probabilities, predictor.predict_proba(paths, batch_size=4), atol=1e-6)
     assert events[-1] == ("predict", len(wanted), len(wanted))
-    in_process, kept_here, _ = predictor.predict_files(wanted, batch_size=4, workers=1)
+    in_process, _, kept_here, _ = predictor.predict_files(wanted, batch_size=4, workers=1)
     assert kept_here == kept
     np.testing.assert_array_equal(in_process, probabilities)

@@ -63,7 +63,7 @@ def probabilities_from_logits(logits, single_logit: bool):
 class BasePredictor:
     """What every predictor shares: preprocessing, batching and sklearn-style predict/predict_proba.
 
-    Subclasses set `classes` and `preprocessing` and implement `_probabilities(batch)` for a
+    Subclasses set `classes` and `preprocessing` and implement `_outputs(batch)` for a
     float32 (N, C, H, W) array.
     """
 
@@ -78,34 +78,62 @@ class BasePredictor:
         """Model input batch (N, C, H, W) float32 for a list of inputs."""
         return normalise(np.stack([self.prepare(image) for image in images]), self.preprocessing)
 
-    def _probabilities(self, batch: np.ndarray) -> np.ndarray:
+    ood_threshold: float | None = None
+
+    def _outputs(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities and, when the model has an OOD reference, OOD scores for a batch."""
         raise NotImplementedError
+
+    def predict_with_ood(self, images, batch_size: int = 32,
+                         progress=None) -> tuple[np.ndarray, np.ndarray | None]:
+        """(N, n_classes) probabilities and N out-of-distribution scores (None without a
+        reference) in one pass; `progress` is called with each batch size."""
+        images = _as_list(images)
+        probabilities, scores = [], []
+        for start in range(0, len(images), batch_size):
+            batch = self.to_array(images[start:start + batch_size])
+            batch_probabilities, batch_scores = self._outputs(batch)
+            probabilities.append(batch_probabilities)
+            scores.append(batch_scores)
+            if progress is not None:
+                progress(len(batch))
+        has_scores = self.ood_threshold is not None
+        if not probabilities:
+            return (np.zeros((0, len(self.classes)), dtype=np.float32),
+                    np.zeros(0, dtype=np.float32) if has_scores else None)
+        return (np.concatenate(probabilities).astype(np.float32),
+                np.concatenate(scores).astype(np.float32) if has_scores else None)
 
     def predict_proba(self, images, batch_size: int = 32, progress=None) -> np.ndarray:
         """An (N, n_classes) array of probabilities; `progress` is called with each batch size."""
-        images = _as_list(images)
-        outputs = []
-        for start in range(0, len(images), batch_size):
-            batch = self.to_array(images[start:start + batch_size])
-            outputs.append(self._probabilities(batch))
-            if progress is not None:
-                progress(len(batch))
-        if not outputs:
-            return np.zeros((0, len(self.classes)), dtype=np.float32)
-        return np.concatenate(outputs).astype(np.float32)
+        return self.predict_with_ood(images, batch_size, progress)[0]
+
+    def ood_score(self, images, batch_size: int = 32) -> np.ndarray:
+        """Out-of-distribution scores: above `ood_threshold` means unlike the training images."""
+        if self.ood_threshold is None:
+            raise CxrkitError("this model has no out-of-distribution reference; add one with "
+                              "`cxrkit ood RUN` (and re-export an ONNX file)")
+        return self.predict_with_ood(images, batch_size)[1]
+
+    def is_out_of_distribution(self, images, batch_size: int = 32) -> np.ndarray:
+        """True for each image whose OOD score is above the threshold chosen on validation."""
+        return self.ood_score(images, batch_size) > self.ood_threshold
 
     def predict_files(self, paths: Sequence[str], batch_size: int = 32, workers: int | None = None,
-                      progress=None) -> tuple[np.ndarray, list[str], dict[str, str]]:
-        """(probabilities, the readable paths in input order, {unreadable path: reason}).
+                      progress=None) -> tuple[np.ndarray, np.ndarray | None, list[str], dict[str, str]]:
+        """(probabilities, OOD scores or None, the readable paths in input order, {unreadable
+        path: reason}).
 
         Files are decoded and prepared in `workers` processes (default: every core) while the
         model runs on full batches here; `progress(stage, done, total)` follows the files.
         """
         paths = [str(p) for p in paths]
-        outputs, kept, failures, pending = [], [], {}, []
+        probabilities, scores, kept, failures, pending = [], [], [], {}, []
 
         def run(images: list[np.ndarray]) -> None:
-            outputs.append(self._probabilities(normalise(np.stack(images), self.preprocessing)))
+            batch_probabilities, batch_scores = self._outputs(normalise(np.stack(images), self.preprocessing))
+            probabilities.append(batch_probabilities)
+            scores.append(batch_scores)
 
         for done, (path, image, reason) in enumerate(_prepared(paths, self.preprocessing, batch_size,
                                                                workers), start=1):
@@ -121,9 +149,12 @@ class BasePredictor:
                 progress("predict", done, len(paths))
         if pending:
             run(pending)
-        if not outputs:
-            return np.zeros((0, len(self.classes)), dtype=np.float32), kept, failures
-        return np.concatenate(outputs).astype(np.float32), kept, failures
+        has_scores = self.ood_threshold is not None
+        if not probabilities:
+            return (np.zeros((0, len(self.classes)), dtype=np.float32),
+                    np.zeros(0, dtype=np.float32) if has_scores else None, kept, failures)
+        return (np.concatenate(probabilities).astype(np.float32),
+                np.concatenate(scores).astype(np.float32) if has_scores else None, kept, failures)
 
     def predict(self, images, batch_size: int = 32) -> list[str]:
         """The most probable class name for each input."""
@@ -135,7 +166,8 @@ class Predictor(BasePredictor):
     """Probabilities for images given as paths, PIL images or arrays, like sklearn's predict_proba."""
 
     def __init__(self, model, classes: Sequence[str], preprocessing: Preprocessing,
-                 single_logit: bool = False, run_dir: Path | None = None, info: dict | None = None):
+                 single_logit: bool = False, run_dir: Path | None = None, info: dict | None = None,
+                 ood: dict | None = None):
         self.model = model.eval()
         self.classes = list(classes)
         self.preprocessing = preprocessing
@@ -143,6 +175,22 @@ class Predictor(BasePredictor):
         self.run_dir = run_dir
         self.info = info or {}
         self._inference_model = None
+        self.ood = ood
+        self.ood_threshold = None if ood is None else float(ood["threshold"])
+        self._scorer = None
+
+    @property
+    def ood_scorer(self):
+        """The model traced to return logits and the OOD score (built on first use)."""
+        if self._scorer is None and self.ood is not None:
+            import torch
+
+            from cxrkit.ood.reference import OodScorer
+
+            side = self.preprocessing.image_size
+            example = torch.zeros(2, self.preprocessing.channels, side, side)
+            self._scorer = OodScorer(self.model, self.ood, example).eval()
+        return self._scorer
 
     @property
     def operating_point(self) -> dict | None:
@@ -175,13 +223,17 @@ class Predictor(BasePredictor):
             self._inference_model = model.to(memory_format=torch.channels_last)
         return self._inference_model
 
-    def _probabilities(self, batch: np.ndarray) -> np.ndarray:
+    def _outputs(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         import torch
 
         inputs = torch.from_numpy(batch).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
-            logits = self.inference_model()(inputs)
-            return probabilities_from_logits(logits, self.single_logit).numpy()
+            if self.ood_scorer is None:
+                logits, scores = self.inference_model()(inputs), None
+            else:
+                logits, scores = self.ood_scorer(torch.from_numpy(batch))
+                scores = scores.numpy()
+            return probabilities_from_logits(logits, self.single_logit).numpy(), scores
 
 
 def _prepare_files(paths: list[str], prep: dict) -> list[tuple[str, np.ndarray | None, str]]:
@@ -238,9 +290,14 @@ def load_torch_predictor(path: str | Path) -> Predictor:
     spec = data["model"]
     model = build_model(**spec, weights="none", freeze="none")
     model.load_state_dict(data["state_dict"])
+    ood = data.get("ood")
+    if ood is not None:
+        from cxrkit.ood.flags import check_reference
+
+        ood = check_reference(ood, str(checkpoint_path))
     return Predictor(model, data["classes"], Preprocessing.from_dict(data["preprocessing"]),
                      single_logit=bool(data.get("single_logit", False)),
-                     run_dir=checkpoint_path.parent, info=data.get("info", {}))
+                     run_dir=checkpoint_path.parent, info=data.get("info", {}), ood=ood)
 
 
 def load(path: str | Path):

@@ -15,7 +15,9 @@ def register(subparsers) -> None:
         description="Example: cxrkit predict runs/tb-fast ../shared/data/tb/Tuberculosis --out preds.csv")
     parser.add_argument("model", help="run folder, model.ckpt or model.onnx")
     parser.add_argument("images", nargs="+", help="image files and/or folders (searched recursively)")
-    parser.add_argument("--out", required=True, help="CSV to write (path, predicted label, prob_<class>...)")
+    parser.add_argument("--out", required=True,
+                        help="CSV to write (path, predicted label, prob_<class>..., ood_score, "
+                             "out_of_distribution)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, metavar="N",
                         help="processes decoding images while the model runs (default: every core)")
@@ -45,6 +47,7 @@ def collect_images(items: list[str]) -> tuple[list[str], list[str]]:
 def run(args: argparse.Namespace) -> int:
     from cxrkit.commands.reporting import ProgressBars
     from cxrkit.inference import load
+    from cxrkit.ood import flag_summary, warning_text
 
     out = Path(args.out)
     if out.exists() and not args.overwrite:
@@ -52,16 +55,25 @@ def run(args: argparse.Namespace) -> int:
     predictor = load(args.model)
     paths, ignored = collect_images(args.images)
     progress = ProgressBars()
-    probabilities, readable, failed = predictor.predict_files(paths, args.batch_size, args.workers,
-                                                              progress=progress)
+    probabilities, scores, readable, failed = predictor.predict_files(
+        paths, args.batch_size, args.workers, progress=progress)
     progress.close()
+    threshold = predictor.ood_threshold
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["path", "predicted", *[f"prob_{c}" for c in predictor.classes]])
-        for path, row in zip(readable, probabilities, strict=True):
-            writer.writerow([path, predictor.classes[int(row.argmax())], *[f"{p:.6f}" for p in row]])
+        writer.writerow(["path", "predicted", *[f"prob_{c}" for c in predictor.classes],
+                         *(["ood_score", "out_of_distribution"] if scores is not None else [])])
+        for index, (path, row) in enumerate(zip(readable, probabilities, strict=True)):
+            ood = [] if scores is None else [f"{scores[index]:.4f}", str(scores[index] > threshold)]
+            writer.writerow([path, predictor.classes[int(row.argmax())], *[f"{p:.6f}" for p in row],
+                             *ood])
     print(f"wrote {len(readable)} prediction(s) to {out}")
+    if scores is None:
+        print("no out-of-distribution check: this model has no reference (add one with "
+              "`cxrkit ood RUN`, then re-export)")
+    elif len(scores):
+        print(warning_text(flag_summary(scores, threshold)))
     for reason in failed.values():
         print(f"skipped: {reason}")
     if ignored:
