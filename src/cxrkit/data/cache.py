@@ -235,7 +235,7 @@ class CachedImages:
         over the set, read one at a time so memory stays small."""
         total = squares = pixels = 0.0
         for index in range(0, len(self), max(1, len(self) // count)):
-            image = self[index].astype(np.float64) / 255.0
+            image = self._read(index).astype(np.float64) / 255.0
             total, squares, pixels = total + image.sum(), squares + np.square(image).sum(), pixels + image.size
         mean = total / max(pixels, 1)
         return float(mean), float(np.sqrt(max(squares / max(pixels, 1) - mean * mean, 0.0)))
@@ -249,7 +249,19 @@ class CachedImages:
                 self._fd = None
         return self._fd
 
-    def __getitem__(self, index: int) -> np.ndarray:
+    def __getitem__(self, index):
+        """An int gives one S x S image, a slice a stacked (N, S, S) batch, and a boolean mask
+        or index array a lazy `CachedImages` subset (nothing read until used)."""
+        if isinstance(index, slice):
+            picked = range(len(self))[index]
+            if not picked:
+                return np.zeros((0, self.image_size, self.image_size), dtype=np.uint8)
+            return np.stack([self._read(i) for i in picked])
+        if isinstance(index, (np.ndarray, list)):
+            return self.subset(np.asarray(index))
+        return self._read(index)
+
+    def _read(self, index: int) -> np.ndarray:
         side = self.image_size
         size = side * side
         descriptor = self._descriptor()
