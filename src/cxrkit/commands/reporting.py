@@ -16,7 +16,7 @@ class ProgressBars:
     """A `progress(stage, done, total)` callback: one tqdm bar per stage, then a summary line.
 
     The summary gives the stage's images/s, e.g. `decoding into the cache: 2,000 images in
-    3.1 s (645 images/s)`. Bars go to stderr; the summary to stdout.
+    3.1 s (645 images/s)`. Bars and summary go to stderr, so stdout keeps only results.
     """
 
     def __init__(self, quiet: bool = False):
@@ -45,7 +45,7 @@ class ProgressBars:
         self._bar = None
         if not self.quiet:
             print(f"{STAGE_NAMES.get(self._stage, self._stage)}: {done:,} images in {elapsed:.1f} s "
-                  f"({done / max(elapsed, 1e-9):,.0f} images/s)", flush=True)
+                  f"({done / max(elapsed, 1e-9):,.0f} images/s)", file=sys.stderr, flush=True)
         self._stage = None
 
 
