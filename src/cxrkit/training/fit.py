@@ -237,14 +237,12 @@ def train(config: Config | str | None = None, *, callbacks: Sequence = (), use_t
     if config.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
 
-    augment = train_augmentation(config.augment, config.preprocess.image_size)
-    datasets = {s: CachedImageDataset(images.subset(m), labels[m], augment if s == "train" else None)
-                for s, m in masks.items() if m.any()}
+    datasets = {s: CachedImageDataset(images.subset(m), labels[m]) for s, m in masks.items() if m.any()}
     data = CachedDataModule(datasets, config.train.batch_size, config.data.num_workers,
                             oversample=config.train.sampler == "oversample", seed=config.train.seed)
     module = Classifier(model, len(classes), config.train, mean, std, config.preprocess.channels,
                         _class_weights(labels[masks["train"]], len(classes), config.train.class_weights),
-                        single_logit)
+                        single_logit, train_augmentation(config.augment))
     startup = StartupTime(started)
     trainer = _trainer(config, run_dir, [*callbacks, startup])
     try:
@@ -273,6 +271,9 @@ def train(config: Config | str | None = None, *, callbacks: Sequence = (), use_t
         "best_val_metric": _as_float(trainer.checkpoint_callback.best_model_score),
         "monitor": config.train.monitor,
         "precision": str(trainer.precision),
+        "device": str(trainer.strategy.root_device),
+        "num_workers": data.settings()[0],
+        "pin_memory": data.settings()[1],
         "split_sizes": {s: int(m.sum()) for s, m in masks.items()},
         "sites": site_counts(used),
         "skipped": len(failures),
