@@ -105,8 +105,8 @@ def test_tune_never_reads_the_test_split(tmp_path, tiny_folder, monkeypatch):
     for path in test_paths:
         Path(path).write_bytes(b"not an image: reading it would fail or be listed in skipped.csv")
     touched: list[str] = []
-    original_digest, original_read = cache._file_digest, cache.read_gray
-    monkeypatch.setattr(cache, "_file_digest", lambda path: touched.append(path) or original_digest(path))
+    original_hash, original_read = cache._hash_file, cache.read_gray
+    monkeypatch.setattr(cache, "_hash_file", lambda path: touched.append(path) or original_hash(path))
     monkeypatch.setattr(cache, "read_gray", lambda path: touched.append(path) or original_read(path))
 
     spec = load_spec(tiny_spec(tmp_path, split=str(tmp_path / "split.csv")))

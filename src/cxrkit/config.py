@@ -144,7 +144,16 @@ class TrainConfig(Section):
     num_nodes: int = Field(1, ge=1)
     strategy: str = "auto"
     limit_train_batches: float | int = 1.0
+    max_steps: int = Field(0, ge=0)
     compile: bool = False
+
+
+MONITOR_MODES = {"val_auroc": "max", "val_loss": "min", "val_acc": "max", "val_balanced_acc": "max"}
+
+
+def monitor_mode(monitor: str) -> str:
+    """"min" or "max": whether a lower or a higher value of the monitored metric is better."""
+    return MONITOR_MODES[monitor]
 
 
 class Config(Section):

@@ -7,13 +7,15 @@ with `weights_only=True`, so nothing is re-guessed and nothing untrusted is unpi
 from __future__ import annotations
 
 import json
+from collections import deque
 from collections.abc import Iterable, Sequence
+from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from cxrkit.data.io import to_gray
+from cxrkit.data.io import read_gray, to_gray
 from cxrkit.data.preprocess import Preprocessing, normalise, prepare, prepare_with_lungs
 from cxrkit.errors import CxrkitError
 
@@ -27,6 +29,18 @@ class Predictions(NamedTuple):
     probabilities: np.ndarray
     ood_scores: np.ndarray | None
     lung_found: list[bool | None]
+
+
+class FilePredictions(NamedTuple):
+    """What `predict_files` gives: `Predictions` for the readable files, in input order, plus
+    those paths and {unreadable path: reason}."""
+
+    probabilities: np.ndarray
+    ood_scores: np.ndarray | None
+    lung_found: list[bool | None]
+    paths: list[str]
+    failures: dict[str, str]
+
 
 CHECKPOINT_NAME = "model.ckpt"
 CHECKPOINT_FORMAT = "cxrkit-model-v1"
@@ -103,16 +117,30 @@ class BasePredictor:
         `progress` is called with each batch size.
         """
         images = _as_list(images)
-        probabilities, scores, found = [], [], []
-        for start in range(0, len(images), batch_size):
-            prepared = [self.prepare_with_lungs(image) for image in images[start:start + batch_size]]
-            batch = normalise(np.stack([array for array, _ in prepared]), self.preprocessing)
+        return self._predict_prepared((self.prepare_with_lungs(image) for image in images), batch_size,
+                                      progress)
+
+    def _predict_prepared(self, prepared: Iterable[tuple[np.ndarray, bool | None]], batch_size: int,
+                          progress=None) -> Predictions:
+        """Run the model on full batches of (prepared uint8 image, lung_found) pairs."""
+        probabilities, scores, found, pending = [], [], [], []
+
+        def run() -> None:
+            batch = normalise(np.stack([array for array, _ in pending]), self.preprocessing)
             batch_probabilities, batch_scores = self._outputs(batch)
             probabilities.append(batch_probabilities)
             scores.append(batch_scores)
-            found += [flag for _, flag in prepared]
+            found.extend(flag for _, flag in pending)
             if progress is not None:
-                progress(len(batch))
+                progress(len(pending))
+            pending.clear()
+
+        for item in prepared:
+            pending.append(item)
+            if len(pending) == batch_size:
+                run()
+        if pending:
+            run()
         has_scores = self.ood_threshold is not None
         if not probabilities:
             return Predictions(np.zeros((0, len(self.classes)), dtype=np.float32),
@@ -141,6 +169,32 @@ class BasePredictor:
         """True for each image whose OOD score is above the threshold chosen on validation."""
         return self.ood_score(images, batch_size) > self.ood_threshold
 
+    def predict_files(self, paths: Sequence[str], batch_size: int = 32, workers: int | None = None,
+                      progress=None) -> FilePredictions:
+        """Probabilities, OOD scores and lung_found for the readable files, which files those
+        are (input order) and {unreadable path: reason}.
+
+        Files are decoded and prepared in `workers` processes (default: every core) while the
+        model runs on full batches here; a contract that uses the lungs prepares them in this
+        process (the segmenter runs here). `progress(stage, done, total)` follows the files.
+        """
+        paths = [str(p) for p in paths]
+        kept, failures = [], {}
+
+        def readable():
+            for done, (path, image, found, reason) in enumerate(
+                    _prepared(paths, self.preprocessing, batch_size, workers, self.segmenter), start=1):
+                if image is None:
+                    failures[path] = reason
+                else:
+                    kept.append(path)
+                    yield image, found
+                if progress is not None and (done % batch_size == 0 or done == len(paths)):
+                    progress("predict", done, len(paths))
+
+        details = self._predict_prepared(readable(), batch_size)
+        return FilePredictions(*details, kept, failures)
+
     def predict(self, images, batch_size: int = 32) -> list[str]:
         """The most probable class name for each input."""
         probabilities = self.predict_proba(images, batch_size)
@@ -160,6 +214,7 @@ class Predictor(BasePredictor):
         self.single_logit = single_logit
         self.run_dir = run_dir
         self.info = info or {}
+        self._inference_model = None
         self.ood = ood
         self.ood_threshold = None if ood is None else float(ood["threshold"])
         self._scorer = None
@@ -191,16 +246,73 @@ class Predictor(BasePredictor):
 
         return torch.from_numpy(self.to_array(images))
 
+    def inference_model(self):
+        """`model` as prediction runs it: BatchNorm folded into the convolutions before it
+        (torch.fx) and channels_last memory; the same outputs to float rounding, about twice
+        as fast on CPUs. `model` itself stays as it is for explanations."""
+        import contextlib
+        import copy
+
+        import torch
+        from torch.fx.experimental.optimization import fuse
+
+        if self._inference_model is None:
+            model = copy.deepcopy(self.model).eval()
+            with contextlib.suppress(Exception):  # a model torch.fx cannot trace runs unfused
+                model = fuse(model)
+            self._inference_model = model.to(memory_format=torch.channels_last)
+        return self._inference_model
+
     def _outputs(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         import torch
 
+        inputs = torch.from_numpy(batch).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             if self.ood_scorer is None:
-                logits, scores = self.model(torch.from_numpy(batch)), None
+                logits, scores = self.inference_model()(inputs), None
             else:
                 logits, scores = self.ood_scorer(torch.from_numpy(batch))
                 scores = scores.numpy()
             return probabilities_from_logits(logits, self.single_logit).numpy(), scores
+
+
+def _prepare_files(paths: list[str], prep: dict,
+                   segmenter=None) -> list[tuple[str, np.ndarray | None, bool | None, str]]:
+    """(path, prepared uint8 image or None, lung_found, failure reason) for each file."""
+    settings = Preprocessing.from_dict(prep)
+    results = []
+    for path in paths:
+        try:
+            results.append((path, *prepare_with_lungs(read_gray(path), settings, segmenter), ""))
+        except CxrkitError as error:
+            results.append((path, None, None, str(error)))
+    return results
+
+
+def _prepared(paths: list[str], prep: Preprocessing, chunk: int, workers: int | None, segmenter=None):
+    """Yield (path, prepared image or None, lung_found, reason) in input order, decoded ahead in
+    processes (in this one when the contract uses the lungs: the segmenter stays here)."""
+    from cxrkit.data.cache import default_workers, process_pool
+
+    chunks = [paths[start:start + chunk] for start in range(0, len(paths), chunk)]
+    workers = workers or default_workers()
+    if workers <= 1 or len(chunks) <= 2 or prep.uses_lungs:
+        for part in chunks:
+            yield from _prepare_files(part, prep.to_dict(), segmenter)
+        return
+    remaining = iter(chunks)
+    with process_pool(workers) as pool:
+        ahead = deque(pool.submit(_prepare_files, part, prep.to_dict())
+                      for part in islice(remaining, 4 * workers))  # bounded read-ahead
+        try:
+            while ahead:
+                results = ahead.popleft().result()
+                following = next(remaining, None)
+                if following is not None:
+                    ahead.append(pool.submit(_prepare_files, following, prep.to_dict()))
+                yield from results
+        finally:
+            pool.shutdown(cancel_futures=True)
 
 
 def _as_list(images) -> list:

@@ -40,6 +40,7 @@ def register(subparsers) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
+    from cxrkit.commands.reporting import ProgressBars
     from cxrkit.data.sources import parse_class_map
     from cxrkit.evaluation import evaluate_run
 
@@ -48,7 +49,7 @@ def handle(args: argparse.Namespace) -> int:
         out_dir=args.out, n_bootstrap=args.bootstrap, seed=args.seed,
         operating_point=args.operating_point, target_sensitivity=args.sensitivity,
         calibrate=not args.no_calibration, overwrite=args.overwrite, batch_size=args.batch_size,
-        gradcam=not args.no_gradcam)
+        gradcam=not args.no_gradcam, progress=ProgressBars())
     print(summary_text(result))
     return 0
 

@@ -19,6 +19,8 @@ def register(subparsers) -> None:
                         help="CSV to write (path, predicted label, prob_<class>..., ood_score, "
                              "out_of_distribution)")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--workers", type=int, metavar="N",
+                        help="processes decoding images while the model runs (default: every core)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     parser.set_defaults(func=run)
 
@@ -43,9 +45,7 @@ def collect_images(items: list[str]) -> tuple[list[str], list[str]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from cxrkit.data.io import read_gray
+    from cxrkit.commands.reporting import ProgressBars
     from cxrkit.inference import load
     from cxrkit.ood import flag_summary, warning_text
 
@@ -54,15 +54,10 @@ def run(args: argparse.Namespace) -> int:
         raise CxrkitError(f"--out {out} already exists; pass --overwrite to replace it")
     predictor = load(args.model)
     paths, ignored = collect_images(args.images)
-    readable, failed = [], []
-    for path in paths:
-        try:
-            readable.append((path, read_gray(path)))
-        except CxrkitError as error:
-            failed.append((path, str(error)))
-    with tqdm(total=len(readable), unit="img", desc="predict") as bar:
-        probabilities, scores, lung_found = predictor.predict_details(
-            [image for _, image in readable], args.batch_size, progress=bar.update)
+    progress = ProgressBars()
+    probabilities, scores, lung_found, readable, failed = predictor.predict_files(
+        paths, args.batch_size, args.workers, progress=progress)
+    progress.close()
     threshold = predictor.ood_threshold
     lungs = predictor.preprocessing.uses_lungs
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -71,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         writer.writerow(["path", "predicted", *[f"prob_{c}" for c in predictor.classes],
                          *(["ood_score", "out_of_distribution"] if scores is not None else []),
                          *(["lung_found"] if lungs else [])])
-        for index, ((path, _), row) in enumerate(zip(readable, probabilities, strict=True)):
+        for index, (path, row) in enumerate(zip(readable, probabilities, strict=True)):
             ood = [] if scores is None else [f"{scores[index]:.4f}", str(scores[index] > threshold)]
             lung = [str(lung_found[index]).lower()] if lungs else []
             writer.writerow([path, predictor.classes[int(row.argmax())], *[f"{p:.6f}" for p in row],
@@ -82,11 +77,11 @@ def run(args: argparse.Namespace) -> int:
               "`cxrkit ood RUN`, then re-export)")
     elif len(scores):
         print(warning_text(flag_summary(scores, threshold)))
-    fallbacks = [path for (path, _), found in zip(readable, lung_found, strict=False) if found is False]
+    fallbacks = [path for path, found in zip(readable, lung_found, strict=False) if found is False]
     if fallbacks:
         print(f"no plausible lung found in {len(fallbacks)} image(s); the whole image was used "
               f"(lung_found=false), e.g. {fallbacks[0]}")
-    for _path, reason in failed:
+    for reason in failed.values():
         print(f"skipped: {reason}")
     if ignored:
         print(f"ignored {len(ignored)} non-image file(s), e.g. {ignored[0]}")

@@ -1,11 +1,52 @@
-"""Shared CLI output: quieter Lightning logs and the end-of-run summary."""
+"""Shared CLI output: quieter Lightning logs, progress bars with images/s, the end-of-run summary."""
 
 from __future__ import annotations
 
 import json
 import logging
+import sys
+import time
 import warnings
 from pathlib import Path
+
+STAGE_NAMES = {"hash": "hashing new files", "decode": "decoding into the cache", "predict": "predicting"}
+
+
+class ProgressBars:
+    """A `progress(stage, done, total)` callback: one tqdm bar per stage, then a summary line.
+
+    The summary gives the stage's images/s, e.g. `decoding into the cache: 2,000 images in
+    3.1 s (645 images/s)`. Bars and summary go to stderr, so stdout keeps only results.
+    """
+
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet
+        self._bar = None
+        self._stage = None
+        self._started = 0.0
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        from tqdm import tqdm
+
+        if stage != self._stage:
+            self.close()
+            self._stage, self._started = stage, time.perf_counter()
+            self._bar = tqdm(total=total, unit="img", desc=STAGE_NAMES.get(stage, stage),
+                             file=sys.stderr, disable=self.quiet, leave=False)
+        self._bar.update(done - self._bar.n)
+        if done >= total:
+            self.close()
+
+    def close(self) -> None:
+        if self._bar is None:
+            return
+        done, elapsed = self._bar.n, time.perf_counter() - self._started
+        self._bar.close()
+        self._bar = None
+        if not self.quiet:
+            print(f"{STAGE_NAMES.get(self._stage, self._stage)}: {done:,} images in {elapsed:.1f} s "
+                  f"({done / max(elapsed, 1e-9):,.0f} images/s)", file=sys.stderr, flush=True)
+        self._stage = None
 
 
 def quiet_lightning() -> None:

@@ -39,6 +39,7 @@ FLAGS = {
     "seed": ("train.seed", int, "N", "training seed"),
     "workers": ("data.num_workers", lambda v: v if v == "auto" else int(v), "N|auto",
                 "data-loader worker processes (auto: 0 on CPU, up to 8 per GPU)"),
+    "max_steps": ("train.max_steps", int, "N", "stop after N optimizer steps (0: no limit)"),
 }
 
 
@@ -106,15 +107,17 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cxrkit.commands.reporting import print_run_summary, quiet_lightning
+    from cxrkit.commands.reporting import ProgressBars, print_run_summary, quiet_lightning
     from cxrkit.config import build_config
-    from cxrkit.training.fit import train
+    from cxrkit.training.fit import is_main_process, train
 
     quiet_lightning()
+    progress = ProgressBars(quiet=not is_main_process())
     if args.resume:
-        run_dir = train(resume=args.resume)
+        run_dir = train(resume=args.resume, progress=progress)
     else:
         config = build_config(args.recipe, overrides_from_args(args))
-        run_dir = train(config, overwrite=args.overwrite)
-    print_run_summary(run_dir)
+        run_dir = train(config, overwrite=args.overwrite, progress=progress)
+    if is_main_process():
+        print_run_summary(run_dir)
     return 0

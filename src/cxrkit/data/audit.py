@@ -9,6 +9,10 @@ files (see `cxrkit.data.audit_report`). `near_duplicate_groups` serves grouped s
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+import os
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -19,6 +23,7 @@ import pandas as pd
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from cxrkit.data.cache import cache_root
 from cxrkit.data.hashing import BITS_PER_UNIT, close_pairs, hash_matrix, inspect_images
 from cxrkit.data.sources import SPLIT_NAMES, groups_from_pattern, load_manifest
 from cxrkit.data.splits import read_split_file
@@ -40,6 +45,7 @@ SHORTCUT_OTHER_SHARE = 0.5
 SHORTCUT_AUC = 0.85
 CLOSEST_PAIRS = 16
 MAX_LISTED_PAIRS = 1000
+GROUPS_VERSION = 1
 
 
 def detect_group_pattern(paths: Sequence[str]) -> tuple[str, str] | None:
@@ -66,7 +72,8 @@ def _components(count: int, edges: Sequence[tuple[int, int]]) -> list[list[int]]
     return sorted((m for m in members.values() if len(m) > 1), key=lambda m: m[0])
 
 
-def _duplicate_groups(records: list[dict], max_distance: int) -> tuple[list, list, list]:
+def _duplicate_groups(records: list[dict], max_distance: int,
+                      closest: int = CLOSEST_PAIRS) -> tuple[list, list, list]:
     """Groups (index lists) of exact and perceptual duplicates, the close pairs, the closest."""
     edges = []
     first_with_hash: dict[str, int] = {}
@@ -78,8 +85,7 @@ def _duplicate_groups(records: list[dict], max_distance: int) -> tuple[list, lis
             first_with_hash[sha] = index
     readable = [i for i, r in enumerate(records) if r.get("phash")]
     hashes = hash_matrix([records[i]["phash"] for i in readable])
-    pairs, closest = close_pairs(hashes, max_bits=max_distance * BITS_PER_UNIT,
-                                 closest=CLOSEST_PAIRS)
+    pairs, closest = close_pairs(hashes, max_bits=max_distance * BITS_PER_UNIT, closest=closest)
     pairs = [(readable[i], readable[j], bits) for i, j, bits in pairs]
     closest = [(readable[i], readable[j], bits) for i, j, bits in closest]
     groups = _components(len(records), edges + [(i, j) for i, j, _ in pairs])
@@ -92,14 +98,27 @@ def near_duplicate_groups(
     """One group id per path ("dup-1", ...), None for an image with no near-duplicate.
 
     Exact copies (same content) and images whose 256-bit perceptual hashes differ by at most
-    `max_distance` bits per 64 are joined, transitively. Unreadable files get None.
+    `max_distance` bits per 64 are joined, transitively. Unreadable files get None. The
+    answer is kept in the cache keyed by the files' content hashes, so a second run on the
+    same images skips the all-pairs comparison.
     """
     records = inspect_images(paths, workers=workers)
-    components, _, _ = _duplicate_groups(records, max_distance)
+    key = hashlib.sha256(json.dumps([max_distance, GROUPS_VERSION] + [
+        r["sha256"] if r["error"] is None else None for r in records]).encode()).hexdigest()
+    kept = cache_root() / "near-duplicates" / f"{key}.json"
+    if kept.is_file():
+        with contextlib.suppress(OSError, ValueError):
+            return json.loads(kept.read_text())
+    components, _, _ = _duplicate_groups(records, max_distance, closest=0)
     groups: list[str | None] = [None] * len(records)
     for number, members in enumerate(components, start=1):
         for index in members:
             groups[index] = f"dup-{number}"
+    with contextlib.suppress(OSError):
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        temporary = kept.with_suffix(f".{os.getpid()}.tmp")
+        temporary.write_text(json.dumps(groups))
+        os.replace(temporary, kept)
     return groups
 
 

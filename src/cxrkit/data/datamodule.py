@@ -1,4 +1,4 @@
-"""Datasets over the in-memory uint8 cache and the LightningDataModule that serves them.
+"""Datasets over the on-disk uint8 image cache and the LightningDataModule that serves them.
 
 Loaders yield raw uint8 batches; augmentation happens later, on whole batches on the training
 device (see cxrkit.data.transforms and Classifier.on_after_batch_transfer).
@@ -15,17 +15,21 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 
 class CachedImageDataset(Dataset):
-    """Prepared uint8 images and integer labels; yields (uint8 1xHxW tensor, label)."""
+    """Prepared uint8 images and integer labels; yields (uint8 1xHxW tensor, label).
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray):
-        self.images = torch.from_numpy(images)
+    `images` is a `cxrkit.data.cache.CachedImages` (rows read from the on-disk store) or an
+    N x H x W uint8 array.
+    """
+
+    def __init__(self, images, labels: np.ndarray):
+        self.images = images
         self.labels = torch.from_numpy(labels.astype(np.int64))
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, index: int):
-        return self.images[index].unsqueeze(0), self.labels[index]
+        return torch.from_numpy(np.array(self.images[index], dtype=np.uint8)).unsqueeze(0), self.labels[index]
 
 
 def available_cpus() -> int:
@@ -38,7 +42,7 @@ def available_cpus() -> int:
 def loader_settings(num_workers: int | str, on_gpu: bool, devices: int = 1) -> tuple[int, bool]:
     """(worker processes, pin memory) for the DataLoaders.
 
-    `auto` is 0 workers on CPU: a batch is a slice of an in-memory array, and worker processes
+    `auto` is 0 workers on CPU: a batch is a few reads from the image cache, and worker processes
     would only take cores from the model. On a GPU it is one worker per spare core, shared by the
     devices of this machine, at most 8 each. Memory is pinned whenever batches go to a GPU.
     """
@@ -74,6 +78,12 @@ class CachedDataModule(L.LightningDataModule):
             weights = (1.0 / counts)[dataset.labels]
             generator = torch.Generator().manual_seed(self.seed)
             sampler = WeightedRandomSampler(weights, len(dataset), replacement=True, generator=generator)
+        if not train and self.trainer is not None and self.trainer.world_size > 1:
+            # each validation image on exactly one rank (Lightning's default pads with repeats)
+            from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+
+            sampler = UnrepeatedDistributedSampler(dataset, num_replicas=self.trainer.world_size,
+                                                   rank=self.trainer.global_rank, shuffle=False)
         return DataLoader(
             dataset, batch_size=self.batch_size, shuffle=train and sampler is None, sampler=sampler,
             num_workers=workers, persistent_workers=workers > 0, pin_memory=pin_memory,

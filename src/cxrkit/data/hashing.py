@@ -1,8 +1,9 @@
 """Fingerprints of image files: content hash, perceptual hash, header facts, intensity stats.
 
 `inspect_images` reads many files on a thread pool (decoding and hashing release the GIL) and
-keeps results in a small SQLite cache keyed by file content, so a second audit or training
-run on the same images only re-reads bytes. `close_pairs` finds hashes within a Hamming
+keeps results in a small SQLite cache keyed by file content; content hashes come from the
+file index of `cxrkit.data.cache`, so a second audit or training run on unchanged files reads
+nothing at all. `close_pairs` finds hashes within a Hamming
 distance of each other, block by block so memory stays bounded.
 
 The perceptual hash is imagehash's DCT hash with 256 bits: chest X-rays look alike, and
@@ -12,9 +13,7 @@ the usual 64-bit hash puts different patients a few bits apart. Distances are re
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cxrkit.data.cache import cache_root
+from cxrkit.data.cache import cache_root, content_hashes, default_workers
 from cxrkit.data.io import image_info, read_gray
 from cxrkit.errors import CxrkitError
 
@@ -38,14 +37,6 @@ _PAIR_BLOCK = 4_000_000
 def cache_path() -> Path:
     """The fingerprint cache file: $CXRKIT_CACHE_DIR or ~/.cache/cxrkit, fingerprints.sqlite."""
     return cache_root() / "fingerprints.sqlite"
-
-
-def default_workers() -> int:
-    """Threads to use: the cores this process may run on."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return max(1, os.cpu_count() or 1)
 
 
 def _cache_key(sha256: str, path: str) -> str:
@@ -76,20 +67,6 @@ def _fingerprint_content(path: str) -> dict:
         "std": round(float(gray.std()), 3),
         "border_mean": round(float(border.mean()), 3),
     }
-
-
-def _hash_file(path: str) -> dict:
-    """Path, size and sha256 of one file, or an `error` ("empty"/"unreadable") and `reason`."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as error:
-        return {"path": path, "bytes": 0, "sha256": None, "error": "unreadable",
-                "reason": f"{path}: cannot read ({error.strerror or error})"}
-    if not data:
-        return {"path": path, "bytes": 0, "sha256": None, "error": "empty",
-                "reason": f"{path}: file is empty (0 bytes)"}
-    return {"path": path, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
-            "error": None}
 
 
 def _read_cache(database: Path, keys: list[str]) -> dict[str, dict]:
@@ -141,7 +118,7 @@ def inspect_images(
     database = cache_path()
     pool = ThreadPoolExecutor(max_workers=workers or default_workers())
     try:
-        records = list(pool.map(_hash_file, [str(p) for p in paths]))
+        records = content_hashes([str(p) for p in paths], workers)
         hashed = [r for r in records if r["sha256"]]
         keys = [_cache_key(r["sha256"], r["path"]) for r in hashed]
         cached = _read_cache(database, keys) if use_cache else {}

@@ -5,6 +5,9 @@ Patient groups count within a site: patient "17" of one hospital is not patient 
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import warnings
 from pathlib import Path
 
@@ -13,6 +16,8 @@ import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
 from cxrkit.errors import CxrkitError
+
+SPLITS_VERSION = 2
 
 
 def _carve(labels: np.ndarray, groups: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -40,6 +45,36 @@ def strata(manifest: pd.DataFrame) -> np.ndarray:
     if "site" not in manifest.columns or manifest["site"].nunique() < 2:
         return manifest["label"].to_numpy()
     return (manifest["site"].astype(str) + " | " + manifest["label"].astype(str)).to_numpy()
+
+
+def assign_splits_cached(manifest: pd.DataFrame, val_fraction: float = 0.1, test_fraction: float = 0.1,
+                         seed: int = 42) -> pd.DataFrame:
+    """`assign_splits`, its answer kept in the cache keyed by every input (paths, labels, groups,
+    given splits, sites, fractions, seed, scikit-learn's version): grouped stratified splitting is slow
+    for 100,000 images and a second run on the same data needs the same split."""
+    import sklearn
+
+    from cxrkit.data.cache import cache_root
+
+    columns = [c for c in ("path", "label", "group", "split", "site") if c in manifest.columns]
+    rows = manifest[columns].astype(object).where(manifest[columns].notna(), None)
+    key = hashlib.sha256(json.dumps([SPLITS_VERSION, sklearn.__version__, val_fraction, test_fraction, seed,
+                                     rows.to_numpy().tolist()], default=str).encode()).hexdigest()
+    kept = cache_root() / "splits" / f"{key}.json"
+    if kept.is_file():
+        try:
+            return manifest.assign(split=np.array(json.loads(kept.read_text()), dtype=object))
+        except (OSError, ValueError):
+            pass
+    result = assign_splits(manifest, val_fraction, test_fraction, seed)
+    try:
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        temporary = kept.with_suffix(f".{os.getpid()}.tmp")
+        temporary.write_text(json.dumps(result["split"].tolist()))
+        os.replace(temporary, kept)
+    except OSError:
+        pass
+    return result
 
 
 def assign_splits(

@@ -34,13 +34,15 @@ def _chest(rng: np.random.Generator, size: int, opacity: bool) -> np.ndarray:
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
-def make_synthetic_dataset(root: str | Path, per_class: int = 60, size: int = 96, seed: int = 0) -> Path:
-    """Write `root/<class>/<i>.png` for both classes and return root."""
+def make_synthetic_dataset(root: str | Path, per_class: int = 60, size: int = 96, seed: int = 0,
+                           prefix: str = "") -> Path:
+    """Write `root/<class>/<prefix><class>_<i>.png` for both classes and return root."""
     root = Path(root)
     rng = np.random.default_rng(seed)
     for label_index, label in enumerate(CLASSES):
         folder = root / label
         folder.mkdir(parents=True, exist_ok=True)
         for index in range(per_class):
-            Image.fromarray(_chest(rng, size, bool(label_index))).save(folder / f"{label.lower()}_{index:03d}.png")
+            Image.fromarray(_chest(rng, size, bool(label_index))).save(
+                folder / f"{prefix}{label.lower()}_{index:03d}.png")
     return root

@@ -54,14 +54,16 @@ def evaluate_run(run_dir: str | Path, data: str | Path | None = None, split: str
                  class_map: dict[str, str] | None = None, out_dir: str | Path | None = None,
                  n_bootstrap: int = 1000, seed: int = 0, operating_point: str | None = None,
                  target_sensitivity: float | None = None, calibrate: bool = True,
-                 overwrite: bool = False, batch_size: int = 32, gradcam: bool = True) -> dict:
+                 overwrite: bool = False, batch_size: int = 32, gradcam: bool = True,
+                 progress=None) -> dict:
     """Evaluate a run and write metrics.json, predictions.csv, plots and report.html.
 
     Without `data`: the rows of `split` in the run's split.csv, written into the run folder
     (test) or `run_dir/evaluation/<split>/`. With `data` (folder or CSV): that whole dataset,
     classes matched by name (`class_map` renames data classes to model classes), written into
     `run_dir/external/<name>/`. `gradcam=False` leaves out the Grad-CAM gallery (it is the
-    slowest part on CPU). Returns the metrics.json document.
+    slowest part on CPU). `progress(stage, done, total)` follows prediction. Returns the
+    metrics.json document.
     """
     from cxrkit.inference import load_torch_predictor
 
@@ -88,7 +90,7 @@ def evaluate_run(run_dir: str | Path, data: str | Path | None = None, split: str
     check_point_name(selected, points["points"])
 
     table, mapping, where = evaluation_set(run_dir, run_split, classes, data, split, class_map)
-    probabilities, table, skipped = predict_table(predictor, table, where, batch_size)
+    probabilities, table, skipped = predict_table(predictor, table, where, batch_size, progress)
     y_true = table["label"].map({name: i for i, name in enumerate(classes)}).to_numpy()
     check_both_classes(y_true, classes, where)
     positive_index = points.get("positive_index")
@@ -338,9 +340,10 @@ def choose_on_validation(predictor, run_split: pd.DataFrame, target_sensitivity:
                                   temperature=fit_temperature(y_val, probabilities))
 
 
-def predict_table(predictor, table: pd.DataFrame, where: str,
-                  batch_size: int) -> tuple[np.ndarray, pd.DataFrame, list[tuple[str, str]]]:
-    """Probabilities for the rows of `table`; unreadable images are skipped and listed.
+def predict_table(predictor, table: pd.DataFrame, where: str, batch_size: int,
+                  progress=None) -> tuple[np.ndarray, pd.DataFrame, list[tuple[str, str]]]:
+    """Probabilities for the rows of `table` (decoded in parallel processes); unreadable images
+    are skipped and listed. `progress(stage, done, total)` follows the images.
 
     When the model has an out-of-distribution reference, the returned table has `ood_score`.
     """
@@ -350,31 +353,13 @@ def predict_table(predictor, table: pd.DataFrame, where: str,
                           f"({', '.join(predictor.classes)})")
     paths = table["path"].tolist()
     logger.info("predicting %d images of %s", len(paths), where)
-    outputs, scores, kept, skipped, lung_found = [], [], [], [], []
-    for start in range(0, len(paths), batch_size):
-        batch = paths[start:start + batch_size]
-        try:
-            probabilities, batch_scores, found = predictor.predict_details(batch, batch_size=batch_size)
-            outputs.append(probabilities)
-            scores.append(batch_scores)
-            kept += batch
-            lung_found += found
-            continue
-        except CxrkitError:
-            pass
-        for path in batch:
-            try:
-                probabilities, image_scores, found = predictor.predict_details([path])
-                outputs.append(probabilities)
-                scores.append(image_scores)
-                kept.append(path)
-                lung_found += found
-            except CxrkitError as error:
-                skipped.append((path, str(error)))
+    probabilities, scores, lung_found, kept, failures = predictor.predict_files(
+        paths, batch_size, progress=progress)
+    skipped = list(failures.items())
     if not kept:
         raise CxrkitError(f"{where}: none of the {len(paths)} images could be read "
                           f"(e.g. {skipped[0][1] if skipped else 'no images'})")
-    probabilities = np.concatenate(outputs).astype(np.float64)
+    probabilities = probabilities.astype(np.float64)
     bad = ~np.isfinite(probabilities).all(axis=1)
     if bad.any():
         raise CxrkitError(f"{predictor.run_dir}/model.ckpt produced NaN probabilities for "
@@ -391,7 +376,7 @@ def predict_table(predictor, table: pd.DataFrame, where: str,
     if len(table) != len(probabilities):
         raise CxrkitError(f"{where}: some images are listed twice; remove the duplicate rows")
     if predictor.ood_threshold is not None:
-        table = table.assign(ood_score=np.concatenate(scores))
+        table = table.assign(ood_score=scores)
     return probabilities, table, skipped
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 from lightning.pytorch.callbacks import Callback
 
-from cxrkit.config import Config, build_config
+from cxrkit.config import Config, build_config, monitor_mode
 from cxrkit.errors import CxrkitError, TrainingInterrupted
 from cxrkit.experiments.runner import limit_threads, shared_split
 from cxrkit.experiments.spec import ExperimentSpec, Range, base_overrides
@@ -267,7 +267,7 @@ def _load_study(storage: str, study_name: str, monitor: str, split: Path):
     """Create or join the study; refuse one with another direction or another split."""
     import optuna
 
-    direction = "minimize" if monitor == "val_loss" else "maximize"
+    direction = "minimize" if monitor_mode(monitor) == "min" else "maximize"
     study = optuna.create_study(
         study_name=study_name,
         storage=open_storage(storage),

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torchvision
 from torch import nn
 
 from cxrkit.errors import CxrkitError
@@ -31,6 +30,8 @@ class ModelSpec:
 
 def _tv(name: str) -> Callable[..., nn.Module]:
     def build(num_classes: int, **_: object) -> nn.Module:
+        import torchvision  # imported only for its models: a slow import the small CNNs skip
+
         return getattr(torchvision.models, name)(weights=None)
 
     return build
@@ -107,6 +108,8 @@ def _adapt_first_conv(model: nn.Module, in_channels: int) -> None:
 def _imagenet_state_dict(name: str, spec: ModelSpec) -> dict:
     if spec.torchvision_weights is None:
         raise CxrkitError(f"model.weights=imagenet: {name} has no ImageNet weights; use weights: none")
+    import torchvision
+
     weights = torchvision.models.get_weight(spec.torchvision_weights)
     try:
         return weights.get_state_dict(progress=False, check_hash=True)

@@ -1,4 +1,4 @@
-"""Small Lightning callbacks: training throughput in images/s on the progress bar."""
+"""Small Lightning callbacks: training throughput in images/s, start-up time, save on Ctrl-C."""
 
 from __future__ import annotations
 
@@ -34,3 +34,15 @@ class SaveOnInterrupt(Callback):
     def on_exception(self, trainer, pl_module, exception):
         if isinstance(exception, KeyboardInterrupt):
             trainer.save_checkpoint(self.path)
+
+
+class StartupTime(Callback):
+    """Seconds from `started` (a time.perf_counter value) to the first training batch."""
+
+    def __init__(self, started: float):
+        self.started = started
+        self.seconds: float | None = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_index):
+        if self.seconds is None:
+            self.seconds = time.perf_counter() - self.started

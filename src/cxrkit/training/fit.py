@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import time
 from collections.abc import Sequence
@@ -18,17 +19,17 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cxrkit.config import Config, build_config, config_to_yaml, load_config_file
-from cxrkit.data.cache import load_cached_images
+from cxrkit.config import Config, build_config, config_to_yaml, load_config_file, monitor_mode
+from cxrkit.data.cache import CachedImages, Progress, load_cached_images
 from cxrkit.data.datamodule import CachedDataModule, CachedImageDataset
 from cxrkit.data.preprocess import Preprocessing, channel_stats, imagenet_stats, normalise
 from cxrkit.data.sources import load_sources
-from cxrkit.data.splits import assign_splits, merge_groups, read_split_file, write_split_file
+from cxrkit.data.splits import assign_splits_cached, merge_groups, read_split_file, write_split_file
 from cxrkit.data.transforms import train_augmentation
 from cxrkit.errors import CxrkitError, TrainingInterrupted
 from cxrkit.inference import CHECKPOINT_FORMAT, CHECKPOINT_NAME
 from cxrkit.models import build_model, count_parameters
-from cxrkit.training.callbacks import SaveOnInterrupt, Throughput
+from cxrkit.training.callbacks import SaveOnInterrupt, StartupTime, Throughput
 from cxrkit.training.curves import merge_epoch_logs, plot_training_curves
 from cxrkit.training.precision import resolve_precision
 
@@ -62,8 +63,8 @@ def build_split(config: Config, use_test: bool) -> pd.DataFrame:
     else:
         if config.data.group_near_duplicates:
             manifest = merge_groups(manifest, _near_duplicate_groups(manifest, config))
-        manifest = assign_splits(manifest, config.data.val_fraction, config.data.test_fraction,
-                                 config.data.split_seed)
+        manifest = assign_splits_cached(manifest, config.data.val_fraction, config.data.test_fraction,
+                                        config.data.split_seed)
     manifest.attrs["ignored"] = ignored
     return manifest
 
@@ -90,12 +91,21 @@ def _near_duplicate_groups(manifest: pd.DataFrame, config: Config) -> list | Non
     return near_duplicate_groups(list(manifest["path"]), config.data.near_duplicate_distance)
 
 
+def is_main_process() -> bool:
+    """False in every process of a distributed run but global rank 0, read from the launchers'
+    environment (torchrun's RANK, SLURM's SLURM_PROCID, Lightning's NODE_RANK and LOCAL_RANK)."""
+    return all(int(os.environ.get(name) or 0) == 0
+               for name in ("RANK", "SLURM_PROCID", "NODE_RANK", "LOCAL_RANK"))
+
+
 def _load_split_images(manifest: pd.DataFrame, prep: Preprocessing, config: Config, use_test: bool,
-                       segmenter=None, lung_fallbacks: list[str] | None = None):
+                       progress: Progress | None, segmenter=None,
+                       lung_fallbacks: list[str] | None = None):
     splits = ["train", "val"] + (["test"] if use_test else [])
     wanted = manifest[manifest["split"].isin(splits)].reset_index(drop=True)
     images, failures = load_cached_images(list(wanted["path"]), prep, config.data.cache_dir,
-                                          segmenter=segmenter, lung_fallbacks=lung_fallbacks)
+                                          progress=progress, segmenter=segmenter,
+                                          lung_fallbacks=lung_fallbacks)
     readable = wanted[~wanted["path"].isin(failures)].reset_index(drop=True)
     return readable, images, failures
 
@@ -118,33 +128,34 @@ def _class_weights(labels: np.ndarray, num_classes: int, mode: str) -> torch.Ten
     return torch.tensor(weights, dtype=torch.float32)
 
 
-def _normalisation(config: Config, train_images: np.ndarray):
+def _normalisation(config: Config, train_images: CachedImages):
     channels = config.preprocess.channels
     mode = config.preprocess.normalization
     if mode == "auto":
         mode = "imagenet" if config.model.weights == "imagenet" else "dataset"
     if mode == "imagenet":
         return imagenet_stats(channels)
-    sample = train_images[:: max(1, len(train_images) // 2000)].astype(np.float32) / 255.0
-    return channel_stats(channels, float(sample.mean()), float(max(sample.std(), 1e-3)))
+    mean, std = train_images.mean_std(2000)
+    return channel_stats(channels, mean, max(std, 1e-3))
 
 
-def _trainer(config: Config, run_dir: Path, callbacks: Sequence, monitor_mode: str):
+def _trainer(config: Config, run_dir: Path, callbacks: Sequence):
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
     train = config.train
     checkpoints = run_dir / "checkpoints"
+    mode = monitor_mode(train.monitor)
     all_callbacks = [
-        ModelCheckpoint(dirpath=checkpoints, filename="best", monitor=train.monitor, mode=monitor_mode,
+        ModelCheckpoint(dirpath=checkpoints, filename="best", monitor=train.monitor, mode=mode,
                         save_last=True, enable_version_counter=False),
         SaveOnInterrupt(checkpoints / "interrupted.ckpt"),
         Throughput(),
         *callbacks,
     ]
     if train.early_stopping_patience:
-        all_callbacks.append(EarlyStopping(monitor=train.monitor, mode=monitor_mode,
+        all_callbacks.append(EarlyStopping(monitor=train.monitor, mode=mode,
                                            patience=train.early_stopping_patience, check_finite=False))
     loggers = [CSVLogger(save_dir=run_dir, name="logs")]
     try:
@@ -164,6 +175,7 @@ def _trainer(config: Config, run_dir: Path, callbacks: Sequence, monitor_mode: s
         accumulate_grad_batches=train.accumulate_grad_batches,
         gradient_clip_val=train.gradient_clip_val or None,
         limit_train_batches=train.limit_train_batches,
+        max_steps=train.max_steps or -1,
         callbacks=all_callbacks,
         logger=loggers,
         default_root_dir=run_dir,
@@ -175,16 +187,20 @@ def _trainer(config: Config, run_dir: Path, callbacks: Sequence, monitor_mode: s
 
 
 def train(config: Config | str | None = None, *, callbacks: Sequence = (), use_test: bool = True,
-          overwrite: bool = False, resume: str | Path | None = None, **overrides) -> Path:
+          overwrite: bool = False, resume: str | Path | None = None, progress: Progress | None = None,
+          **overrides) -> Path:
     """Train per `config` (a Config, or a recipe name plus dotted overrides); return the run folder.
 
     `use_test=False` never decodes, predicts or evaluates the test split (used by tuning).
-    `resume` continues an interrupted run folder from its last checkpoint.
+    `resume` continues an interrupted run folder from its last checkpoint. `progress(stage,
+    done, total)` follows the image cache (see `cxrkit.data.cache`). Under DDP every rank
+    runs this function; only rank 0 writes the run folder.
     """
     import lightning as L
 
     from cxrkit.training.module import Classifier
 
+    writer = is_main_process()
     if resume is not None:
         run_dir = Path(resume).expanduser()
         config = load_config_file(run_dir)
@@ -194,7 +210,8 @@ def train(config: Config | str | None = None, *, callbacks: Sequence = (), use_t
         if not isinstance(config, Config):
             config = build_config(config, overrides)
         run_dir = run_dir_for(config)
-        prepare_run_dir(run_dir, overwrite)
+        if writer:
+            prepare_run_dir(run_dir, overwrite)
         checkpoint = None
     L.seed_everything(config.train.seed, workers=True, verbose=False)
     started = time.perf_counter()
@@ -211,20 +228,22 @@ def train(config: Config | str | None = None, *, callbacks: Sequence = (), use_t
                          lung_mask_outside=config.preprocess.lung_mask_outside,
                          segmenter=segmenter.digest if segmenter else "")
     lung_fallbacks: list[str] = []
-    readable, images, failures = _load_split_images(manifest, prep, config, use_test, segmenter, lung_fallbacks)
-    _write_lung_fallbacks(run_dir, lung_fallbacks)
-    _write_skipped(run_dir, failures, manifest.attrs.get("ignored", []))
+    readable, images, failures = _load_split_images(manifest, prep, config, use_test, progress,
+                                                    segmenter, lung_fallbacks)
     used = manifest[~manifest["path"].isin(failures)]
-    write_split_file(used, run_dir / "split.csv")
-    (run_dir / "classes.json").write_text(json.dumps(classes, indent=2))
-    (run_dir / "config.yaml").write_text(config_to_yaml(config))
+    if writer:
+        _write_lung_fallbacks(run_dir, lung_fallbacks)
+        _write_skipped(run_dir, failures, manifest.attrs.get("ignored", []))
+        write_split_file(used, run_dir / "split.csv")
+        (run_dir / "classes.json").write_text(json.dumps(classes, indent=2))
+        (run_dir / "config.yaml").write_text(config_to_yaml(config))
 
     labels = readable["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
     masks = {s: (readable["split"] == s).to_numpy() for s in ("train", "val", "test")}
     for split in ("train", "val"):
         if not masks[split].any():
             raise CxrkitError(f"the {split} split has no readable images; check --data and skipped.csv")
-    mean, std = _normalisation(config, images[masks["train"]])
+    mean, std = _normalisation(config, images.subset(masks["train"]))
     prep = Preprocessing(**{**prep.to_dict(), "mean": mean, "std": std})
     single_logit = config.train.loss == "bce"
     if single_logit and len(classes) != 2:
@@ -238,14 +257,14 @@ def train(config: Config | str | None = None, *, callbacks: Sequence = (), use_t
     if config.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
 
-    datasets = {s: CachedImageDataset(images[m], labels[m]) for s, m in masks.items() if m.any()}
+    datasets = {s: CachedImageDataset(images.subset(m), labels[m]) for s, m in masks.items() if m.any()}
     data = CachedDataModule(datasets, config.train.batch_size, config.data.num_workers,
                             oversample=config.train.sampler == "oversample", seed=config.train.seed)
     module = Classifier(model, len(classes), config.train, mean, std, config.preprocess.channels,
                         _class_weights(labels[masks["train"]], len(classes), config.train.class_weights),
                         single_logit, train_augmentation(config.augment))
-    monitor_mode = "min" if config.train.monitor == "val_loss" else "max"
-    trainer = _trainer(config, run_dir, callbacks, monitor_mode)
+    startup = StartupTime(started)
+    trainer = _trainer(config, run_dir, [*callbacks, startup])
     try:
         trainer.fit(module, datamodule=data, **({"ckpt_path": checkpoint} if checkpoint else {}))
     except SystemExit as stop:
@@ -254,6 +273,8 @@ def train(config: Config | str | None = None, *, callbacks: Sequence = (), use_t
     if trainer.interrupted:
         raise TrainingInterrupted(f"training interrupted; continue with: cxrkit train --resume {run_dir}")
 
+    if not writer:
+        return run_dir
     best = trainer.checkpoint_callback.best_model_path
     if best and Path(best).is_file():
         state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
@@ -263,6 +284,7 @@ def train(config: Config | str | None = None, *, callbacks: Sequence = (), use_t
                 lung_weights=lung_weights)
     info = {
         "wall_time_s": round(time.perf_counter() - started, 1),
+        "startup_s": None if startup.seconds is None else round(startup.seconds, 1),
         "images_per_s": round(trainer.callback_metrics.get("img_per_s", torch.tensor(float("nan"))).item(), 1),
         "parameters": count_parameters(module.model),
         "trainable_parameters": count_parameters(module.model, trainable_only=True),
@@ -277,6 +299,7 @@ def train(config: Config | str | None = None, *, callbacks: Sequence = (), use_t
         "sites": site_counts(used),
         "skipped": len(failures),
         **({"lung_fallbacks": len(lung_fallbacks)} if segmenter else {}),
+        "image_cache": images.fill,
     }
     (run_dir / "training.json").write_text(json.dumps(info, indent=2))
     merge_epoch_logs(run_dir / "logs", run_dir / "metrics.csv")

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import lightning as L
-import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 from torch import nn
+from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics.classification import (
+    BinaryAUROC,
+    MulticlassAccuracy,
+    MulticlassAUROC,
+    MulticlassRecall,
+    MulticlassStatScores,
+)
 
-from cxrkit.config import TrainConfig
+from cxrkit.config import TrainConfig, monitor_mode
 from cxrkit.inference import probabilities_from_logits
 
 OPTIMIZERS = {
@@ -54,7 +60,10 @@ class Classifier(L.LightningModule):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("class_weights", class_weights if class_weights is not None else torch.ones(
             num_classes))
-        self._val_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.val_loss = MeanMetric()
+        outputs = 2 if single_logit else num_classes
+        self.val_metrics = validation_metrics(outputs)
+        self.val_auroc = BinaryAUROC() if outputs == 2 else MulticlassAUROC(outputs, average="macro")
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         """Augment training batches where they now live (the GPU when there is one), per image."""
@@ -94,20 +103,23 @@ class Classifier(L.LightningModule):
     def validation_step(self, batch, batch_index):
         images, targets = batch
         logits = self(images)
-        self.log("val_loss", self.loss(logits, targets), on_epoch=True, prog_bar=False,
-                 batch_size=len(targets))
-        self._val_outputs.append((probabilities_from_logits(logits, self.single_logit).cpu(), targets.cpu()))
+        probabilities = probabilities_from_logits(logits, self.single_logit)
+        self.val_loss.update(self.loss(logits, targets), weight=len(targets))
+        self.val_metrics.update(probabilities, targets)
+        self.val_auroc.update(probabilities[:, 1] if probabilities.shape[1] == 2 else probabilities,
+                              targets)
 
     def on_validation_epoch_end(self):
-        if not self._val_outputs:
-            return
-        probabilities = torch.cat([p for p, _ in self._val_outputs]).numpy()
-        targets = torch.cat([t for _, t in self._val_outputs]).numpy()
-        self._val_outputs.clear()
-        predictions = probabilities.argmax(1)
-        self.log("val_acc", float((predictions == targets).mean()), prog_bar=True)
-        self.log("val_balanced_acc", float(balanced_accuracy_score(targets, predictions)))
-        self.log("val_auroc", _auroc(targets, probabilities), prog_bar=True)
+        """Metrics over the whole validation set, gathered from every DDP rank by torchmetrics."""
+        metrics = self.val_metrics.compute()
+        every_class = bool((metrics["support"][:, 4] > 0).all())
+        auroc = self.val_auroc.compute() if every_class else torch.tensor(float("nan"))
+        self.log("val_loss", self.val_loss.compute())
+        self.log("val_acc", metrics["acc"], prog_bar=True)
+        self.log("val_balanced_acc", metrics["balanced_acc"])
+        self.log("val_auroc", auroc, prog_bar=True)
+        for metric in (self.val_loss, self.val_metrics, self.val_auroc):
+            metric.reset()
 
     def configure_optimizers(self):
         parameters = [p for p in self.parameters() if p.requires_grad]
@@ -116,9 +128,9 @@ class Classifier(L.LightningModule):
         if scheduler == "none":
             return optimizer
         if scheduler == "plateau":
-            mode = "min" if self.config.monitor == "val_loss" else "max"
             plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
-                optimizer, mode=mode, factor=self.config.plateau_factor, patience=self.config.plateau_patience)
+                optimizer, mode=monitor_mode(self.config.monitor), factor=self.config.plateau_factor,
+                patience=self.config.plateau_patience)
             return {"optimizer": optimizer,
                     "lr_scheduler": {"scheduler": plateau, "monitor": self.config.monitor}}
         steps = int(self.trainer.estimated_stepping_batches)
@@ -130,10 +142,14 @@ class Classifier(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 
-def _auroc(targets: np.ndarray, probabilities: np.ndarray) -> float:
-    """ROC-AUC (one-vs-rest macro for multi-class); NaN when a class is missing."""
-    if len(np.unique(targets)) < probabilities.shape[1]:
-        return float("nan")
-    if probabilities.shape[1] == 2:
-        return float(roc_auc_score(targets, probabilities[:, 1]))
-    return float(roc_auc_score(targets, probabilities, multi_class="ovr", average="macro"))
+def validation_metrics(num_classes: int) -> MetricCollection:
+    """Accuracy, balanced accuracy (macro recall) and per-class counts over class probabilities.
+
+    ROC-AUC is kept apart: binary on the positive class, one-vs-rest macro for more classes,
+    NaN when a class is missing from the validation targets.
+    """
+    return MetricCollection({
+        "acc": MulticlassAccuracy(num_classes, average="micro"),
+        "balanced_acc": MulticlassRecall(num_classes, average="macro"),
+        "support": MulticlassStatScores(num_classes, average=None),
+    })
