@@ -242,6 +242,40 @@ def test_train_refuses_to_replace_weights(tiny_weights: Path, capsys):
     assert tiny_weights.read_bytes() == before
 
 
+def test_image_cache_keeps_lung_found_for_warm_runs_and_repairs_with_the_segmenter(tmp_path, monkeypatch):
+    from cxrkit.data import cache
+    from cxrkit.data.io import read_gray
+
+    monkeypatch.setenv("CXRKIT_CACHE_DIR", str(tmp_path / "root"))
+    chest, flat = str(tmp_path / "chest.png"), str(tmp_path / "flat.png")
+    cv2.imwrite(chest, synthetic_chest(np.random.default_rng(3))[0])
+    cv2.imwrite(flat, np.full((SIZE, SIZE), 120, dtype=np.uint8))
+    prep = Preprocessing(image_size=32, lung_crop=True, lung_mask_outside=True, segmenter="fake")
+    segmenter = fake_segmenter()
+    expected = [prepare(read_gray(path), prep, segmenter) for path in (chest, flat)]
+    with pytest.raises(CxrkitError, match="lung segmenter"):
+        cache.load_cached_images([chest], prep, tmp_path / "cache")
+    fallbacks: list[str] = []
+    images, failures = cache.load_cached_images([chest, flat], prep, tmp_path / "cache", workers=2,
+                                                segmenter=segmenter, lung_fallbacks=fallbacks)
+    assert failures == {} and fallbacks == [flat]
+    for index, image in enumerate(expected):
+        np.testing.assert_array_equal(images[index], image)
+
+    def must_not(*args, **kwargs):
+        raise AssertionError("a warm run decoded again")
+
+    monkeypatch.setattr(cache, "_decode_rows", must_not)
+    warm: list[str] = []
+    images, _ = cache.load_cached_images([chest, flat], prep, tmp_path / "cache", segmenter=segmenter,
+                                         lung_fallbacks=warm)
+    assert warm == [flat] and images.fill["decoded"] == 0
+    with open(images.pixels, "r+b") as handle:  # damage the chest's row: repaired with the segmenter
+        handle.seek(int(images.rows[0]) * 32 * 32)
+        handle.write(bytes(32 * 32))
+    np.testing.assert_array_equal(images[0], expected[0])
+
+
 @pytest.fixture
 def lung_run(tiny_weights: Path, tmp_path: Path, tiny_overrides) -> Path:
     """A tiny classifier trained with lung_crop + lung_mask_outside on synthetic chests."""
@@ -289,6 +323,10 @@ def test_lung_crop_runs_through_train_predict_and_onnx(lung_run: Path, tiny_weig
     probabilities, _, found = predictor.predict_details(images)
     assert found[images.index(str(tmp_path / "chests" / "Normal" / "flat.png"))] is False
     assert sum(found) >= len(images) - 3
+
+    in_parallel = predictor.predict_files(images, workers=2)
+    assert in_parallel.paths == images and in_parallel.lung_found == found
+    np.testing.assert_allclose(in_parallel.probabilities, probabilities, atol=1e-6)
 
     out = tmp_path / "preds.csv"
     assert main(["predict", str(lung_run), *images, "--out", str(out)]) == 0
