@@ -8,7 +8,7 @@ import logging
 import sys
 
 from cxrkit import __version__
-from cxrkit.errors import CxrkitError
+from cxrkit.errors import CxrkitError, TrainingInterrupted
 
 COMMAND_MODULES = (
     "train", "predict", "recipes", "quickstart", "evaluate", "compare", "data",
@@ -42,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         return int(args.func(args) or 0)
+    except TrainingInterrupted as error:
+        print(f"interrupted: {error}", file=sys.stderr)
+        return 130
     except CxrkitError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

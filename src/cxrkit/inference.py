@@ -34,16 +34,34 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return path
 
 
-def read_checkpoint(path: str | Path) -> dict:
-    """Load a cxrkit checkpoint dict safely (weights_only=True)."""
+def safe_torch_load(path: str | Path, what: str = "checkpoint") -> dict:
+    """`torch.load(path, weights_only=True)`: tensors and plain values only, never code.
+
+    A file that holds anything else (e.g. a crafted pickle) is refused with one line; the
+    reason never suggests turning the safe loader off.
+    """
     import torch
 
-    path = resolve_checkpoint(path)
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise CxrkitError(f"{path}: not a readable cxrkit checkpoint ({error})") from error
-    if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
+        if type(error).__name__ == "UnpicklingError":
+            raise CxrkitError(f"{path}: refused to load this {what}: it holds Python objects other "
+                              "than tensors and plain values, which cxrkit never runs; use a file "
+                              "written by cxrkit") from error
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CxrkitError(f"{path}: not a readable {what} ({reason}); it may be truncated or "
+                          "corrupt: re-create it with `cxrkit train`") from error
+    if not isinstance(data, dict):
+        raise CxrkitError(f"{path}: not a cxrkit {what} (expected a dict of tensors)")
+    return data
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """Load a cxrkit checkpoint dict safely (weights_only=True)."""
+    path = resolve_checkpoint(path)
+    data = safe_torch_load(path, "cxrkit checkpoint")
+    if data.get("format") != CHECKPOINT_FORMAT:
         raise CxrkitError(f"{path}: not a cxrkit model checkpoint (format {CHECKPOINT_FORMAT})")
     return data
 

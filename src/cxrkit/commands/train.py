@@ -72,7 +72,8 @@ def register(subparsers) -> None:
                         "(default tb-fast; `cxrkit recipes` lists them)")
     add_config_flags(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
-    parser.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its last checkpoint")
+    parser.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its last checkpoint "
+                        "(a finished run only with --overwrite)")
     parser.set_defaults(func=run)
 
 
@@ -83,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
 
     quiet_lightning()
     if args.resume:
-        run_dir = train(resume=args.resume)
+        run_dir = train(resume=args.resume, overwrite=args.overwrite)
     else:
         config = build_config(args.recipe, overrides_from_args(args))
         run_dir = train(config, overwrite=args.overwrite)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+import yaml
 
 from cxrkit.config import Config, build_config, config_to_yaml, load_config_file
 from cxrkit.data.cache import load_cached_images
@@ -26,9 +27,9 @@ from cxrkit.data.sources import load_manifest
 from cxrkit.data.splits import assign_splits, merge_groups, read_split_file, write_split_file
 from cxrkit.data.transforms import train_augmentation
 from cxrkit.errors import CxrkitError, TrainingInterrupted
-from cxrkit.inference import CHECKPOINT_FORMAT, CHECKPOINT_NAME
+from cxrkit.inference import CHECKPOINT_FORMAT, CHECKPOINT_NAME, safe_torch_load
 from cxrkit.models import build_model, count_parameters
-from cxrkit.training.callbacks import SaveOnInterrupt, Throughput
+from cxrkit.training.callbacks import SaveOnInterrupt, Throughput, WallClock
 from cxrkit.training.curves import merge_epoch_logs, plot_training_curves
 from cxrkit.training.precision import resolve_precision
 
@@ -36,16 +37,57 @@ log = logging.getLogger(__name__)
 
 
 def run_dir_for(config: Config) -> Path:
+    """`output_dir / name`, where the name must be one plain folder name (no path, no '.' or '..')."""
     name = config.name or f"{config.recipe or config.model.name}"
-    return Path(config.output_dir).expanduser() / name
+    return Path(config.output_dir).expanduser() / check_run_name(name)
+
+
+def check_run_name(name: str) -> str:
+    """The run name if it is a single path component inside the output folder, else CxrkitError."""
+    text = str(name)
+    if (not text.strip() or text in (".", "..") or "/" in text or "\\" in text or "\0" in text
+            or Path(text).is_absolute() or Path(text).name != text):
+        raise CxrkitError(f"--name {text!r}: a run name is one folder name inside --output-dir "
+                          "(letters, digits, '-', '_', '.'; no '/', '..' or absolute path); "
+                          "use --output-dir to choose where runs go")
+    return text
+
+
+def is_run_folder(path: Path) -> bool:
+    """True for a folder cxrkit made: it holds a config.yaml that reads as a cxrkit config."""
+    try:
+        load_config_file(path / "config.yaml")
+    except (CxrkitError, OSError, ValueError, yaml.YAMLError):
+        return False
+    return True
+
+
+def is_finished_run(path: Path) -> bool:
+    """A run whose training completed: model.ckpt and training.json exist."""
+    return (path / CHECKPOINT_NAME).is_file() and (path / "training.json").is_file()
+
+
+def _has_training_state(path: Path) -> bool:
+    return (path / CHECKPOINT_NAME).is_file() or any((path / "checkpoints").glob("*.ckpt"))
 
 
 def prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
-    """Create the run folder; refuse to replace an existing one unless overwrite is set."""
+    """Create the run folder; refuse to replace an existing one unless overwrite is set.
+
+    Only a cxrkit run folder is ever deleted; a run that failed before its first checkpoint
+    (nothing but derived files) is replaced without --overwrite.
+    """
+    if run_dir.is_symlink() or (run_dir.exists() and not run_dir.is_dir()):
+        raise CxrkitError(f"run folder {run_dir} is a link or a file; choose another --name")
     if run_dir.exists() and any(run_dir.iterdir()):
-        if not overwrite:
+        if not is_run_folder(run_dir):
+            raise CxrkitError(f"{run_dir} exists and is not a cxrkit run folder (no config.yaml made "
+                              "by cxrkit); refusing to touch it: choose another --name or --output-dir")
+        if _has_training_state(run_dir) and not overwrite:
             raise CxrkitError(f"run folder {run_dir} already exists; pass --overwrite to replace it, "
                               "--name to pick another, or --resume to continue it")
+        if not _has_training_state(run_dir):
+            log.info("replacing %s: an earlier attempt stopped before its first checkpoint", run_dir)
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
 
@@ -119,18 +161,24 @@ def _normalisation(config: Config, train_images: np.ndarray):
     return channel_stats(channels, float(sample.mean()), float(max(sample.std(), 1e-3)))
 
 
-def _trainer(config: Config, run_dir: Path, callbacks: Sequence, monitor_mode: str):
+def _trainer(config: Config, run_dir: Path, callbacks: Sequence, monitor_mode: str, clock: WallClock):
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
     train = config.train
     checkpoints = run_dir / "checkpoints"
+    # best.ckpt follows the monitor; last.ckpt is refreshed after every epoch whatever the monitor
+    # does (save_last on a monitored callback only saves when it improves), so a crash loses at
+    # most the epoch in progress.
     all_callbacks = [
         ModelCheckpoint(dirpath=checkpoints, filename="best", monitor=train.monitor, mode=monitor_mode,
-                        save_last=True, enable_version_counter=False),
+                        enable_version_counter=False),
+        ModelCheckpoint(dirpath=checkpoints, filename="last", monitor=None, save_top_k=1,
+                        every_n_epochs=1, enable_version_counter=False),
         SaveOnInterrupt(checkpoints / "interrupted.ckpt"),
         Throughput(),
+        clock,
         *callbacks,
     ]
     if train.early_stopping_patience:
@@ -175,19 +223,20 @@ def train(config: Config | str | None = None, *, callbacks: Sequence = (), use_t
 
     from cxrkit.training.module import Classifier
 
+    started = time.perf_counter()
     if resume is not None:
         run_dir = Path(resume).expanduser()
         config = load_config_file(run_dir)
         config.data.split_file = str(run_dir / "split.csv")
-        checkpoint = _resume_checkpoint(run_dir)
+        checkpoint = _resume_checkpoint(run_dir, overwrite)
     else:
         if not isinstance(config, Config):
             config = build_config(config, overrides)
         run_dir = run_dir_for(config)
         prepare_run_dir(run_dir, overwrite)
+        (run_dir / "config.yaml").write_text(config_to_yaml(config))
         checkpoint = None
     L.seed_everything(config.train.seed, workers=True, verbose=False)
-    started = time.perf_counter()
 
     manifest = build_split(config, use_test)
     classes = sorted(manifest["label"].unique())
@@ -230,9 +279,10 @@ def train(config: Config | str | None = None, *, callbacks: Sequence = (), use_t
                         _class_weights(labels[masks["train"]], len(classes), config.train.class_weights),
                         single_logit)
     monitor_mode = "min" if config.train.monitor == "val_loss" else "max"
-    trainer = _trainer(config, run_dir, callbacks, monitor_mode)
+    clock = WallClock(started)
+    trainer = _trainer(config, run_dir, callbacks, monitor_mode, clock)
     try:
-        trainer.fit(module, datamodule=data, **({"ckpt_path": checkpoint} if checkpoint else {}))
+        trainer.fit(module, datamodule=data, ckpt_path=checkpoint, weights_only=True)
     except SystemExit as stop:
         raise TrainingInterrupted(
             f"training interrupted; checkpoint saved, continue with: cxrkit train --resume {run_dir}") from stop
@@ -241,11 +291,13 @@ def train(config: Config | str | None = None, *, callbacks: Sequence = (), use_t
 
     best = trainer.checkpoint_callback.best_model_path
     if best and Path(best).is_file():
-        state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
+        state = safe_torch_load(best, "Lightning checkpoint").get("state_dict")
+        if not isinstance(state, dict):
+            raise CxrkitError(f"{best}: no state_dict in this checkpoint; train the run again")
         module.load_state_dict(state)
     _save_model(run_dir, module.model, classes, prep, model_spec, single_logit, config)
     info = {
-        "wall_time_s": round(time.perf_counter() - started, 1),
+        "wall_time_s": round(clock.elapsed_s(), 1),
         "images_per_s": round(trainer.callback_metrics.get("img_per_s", torch.tensor(float("nan"))).item(), 1),
         "parameters": count_parameters(module.model),
         "trainable_parameters": count_parameters(module.model, trainable_only=True),
@@ -268,11 +320,18 @@ def _as_float(value) -> float | None:
     return None if value is None else float(value)
 
 
-def _resume_checkpoint(run_dir: Path) -> str:
+def _resume_checkpoint(run_dir: Path, overwrite: bool = False) -> str:
+    """The newest of last.ckpt / interrupted.ckpt, checked to be a plain weights-only file."""
     checkpoints = [p for p in (run_dir / "checkpoints").glob("*.ckpt") if p.stem in ("last", "interrupted")]
     if not (run_dir / "config.yaml").is_file() or not checkpoints:
         raise CxrkitError(f"--resume {run_dir}: no config.yaml or checkpoints/last.ckpt to resume from")
-    return str(max(checkpoints, key=lambda p: p.stat().st_mtime))
+    if is_finished_run(run_dir) and not overwrite:
+        raise CxrkitError(f"--resume {run_dir}: this run already finished (model.ckpt, training.json); "
+                          "nothing to resume. Use `cxrkit evaluate` on it, or add --overwrite to "
+                          "continue from its last checkpoint and replace its model and evaluation")
+    newest = max(checkpoints, key=lambda p: p.stat().st_mtime)
+    safe_torch_load(newest, "Lightning checkpoint")
+    return str(newest)
 
 
 def _check_forward(model, config: Config) -> None:
