@@ -4,10 +4,13 @@ that cxrkit did not make, decoding stays within budget (issue 14)."""
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import io
 import os
 import re
 import socket
+import sys
+import tempfile
 import threading
 import time
 import zlib
@@ -361,3 +364,17 @@ def test_images_per_request_and_concurrent_decodes_are_capped(tmp_path, monkeypa
         thread.join()
     assert codes == [200] * 8
     assert most[0] <= 2
+
+
+@pytest.mark.slow
+def test_bombs_keep_server_memory_growth_under_300_mb():
+    """Must-show 5: the benchmark's server, 32 bombs in one request and 8 in parallel."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_serve_bombs.py"
+    spec = importlib.util.spec_from_file_location("bench_serve_bombs", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    with pytest.MonkeyPatch.context() as patch, tempfile.TemporaryDirectory() as folder:
+        patch.setenv("PYTHONPATH", str(SOURCE))
+        passed, lines = module.run_bombs(module.make_default_run(Path(folder)), limit_mb=300)
+    assert passed, "\n".join(lines)

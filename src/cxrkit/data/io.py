@@ -79,17 +79,18 @@ def pil_to_gray(image: Image.Image) -> np.ndarray:
     if image.mode == "P":
         return _palette_to_gray(image)
     if image.mode in ("RGBA", "LA", "PA"):
-        return _alpha_over_black(image.convert("LA"))
+        return _alpha_over_black(image)
     return np.asarray(image.convert("L"))
 
 
 def _alpha_over_black(image: Image.Image) -> np.ndarray:
-    """Grey composited over black, a block of rows at a time (no full-size RGBA copies)."""
-    pairs = np.asarray(image)
-    out = np.empty(pairs.shape[:2], dtype=np.uint8)
-    for start in range(0, pairs.shape[0], _ROWS_PER_CHUNK):
-        block = pairs[start:start + _ROWS_PER_CHUNK].astype(np.uint16)
-        out[start:start + _ROWS_PER_CHUNK] = (block[..., 0] * block[..., 1] + 127) // 255
+    """Grey composited over black, a strip of rows at a time (no full-size RGBA or LA copies)."""
+    width, height = image.size
+    out = np.empty((height, width), dtype=np.uint8)
+    for start in range(0, height, _ROWS_PER_CHUNK):
+        strip = image.crop((0, start, width, min(height, start + _ROWS_PER_CHUNK))).convert("LA")
+        pairs = np.asarray(strip).astype(np.uint16)
+        out[start:start + _ROWS_PER_CHUNK] = (pairs[..., 0] * pairs[..., 1] + 127) // 255
     return out
 
 

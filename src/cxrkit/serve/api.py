@@ -19,7 +19,7 @@ PREFIX = "/api/v1"
 OPEN_PATHS = (f"{PREFIX}/health",)
 FIELD = "images"
 MAX_IMAGES_PER_REQUEST = 32
-DECODE_CHUNK = 4
+DECODE_CHUNK = 2
 
 
 class ErrorBody(BaseModel):
@@ -74,7 +74,7 @@ def build_router(served: ServedModel, token: str | None,
                  max_images: int = MAX_IMAGES_PER_REQUEST) -> APIRouter:
     """The API routes for one served model; `token` turns on bearer-token auth.
 
-    Uploads are decoded a few at a time inside one of `served.decode_slots`, so neither a
+    Uploads are decoded a few at a time on the served model's decoder threads, so neither a
     request of many images nor many requests at once hold many full-size images in memory.
     """
     bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <token>` when "
@@ -111,12 +111,13 @@ def build_router(served: ServedModel, token: str | None,
         names = [upload.filename or "upload" for upload in images]
         predictions = []
         for start in range(0, len(images), DECODE_CHUNK):
-            with served.decode_slots:
-                grays = [_decode(upload, name, served.max_pixels) for upload, name in
-                         zip(images[start:start + DECODE_CHUNK], names[start:start + DECODE_CHUNK],
-                             strict=True)]
-                predictions += served.predict(grays)
-                del grays
+            chunk = images[start:start + DECODE_CHUNK]
+
+            def decode_and_predict(chunk=chunk):
+                return served.predict([_decode(upload, upload.filename or "upload",
+                                               served.max_pixels) for upload in chunk])
+
+            predictions += served.decoding(decode_and_predict)
         return finite_json({
             "model_id": served.model_id,
             "decision_rule": served.rule.describe(),

@@ -5,7 +5,8 @@ from __future__ import annotations
 import csv
 import math
 import shutil
-import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,10 @@ def decision_rule(classes: list[str], operating_point: dict | None, source: str)
     return DecisionRule(classes, positive, threshold, str(selected))
 
 
+def _decoder(workers: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cxrkit-decode")
+
+
 @dataclass
 class ServedModel:
     """Everything the page and the API share about the model they serve."""
@@ -94,13 +99,21 @@ class ServedModel:
     source: Path
     examples: list[Path] = field(default_factory=list)
     max_pixels: int = DEFAULT_MAX_PIXELS
-    decode_slots: threading.BoundedSemaphore = field(
-        default_factory=lambda: threading.BoundedSemaphore(DEFAULT_CONCURRENT_DECODES))
+    decoder: ThreadPoolExecutor = field(default_factory=lambda: _decoder(DEFAULT_CONCURRENT_DECODES))
 
     def limit_decoding(self, max_pixels: int, concurrent: int) -> None:
-        """The decoding budget: pixels per image and images decoded at once (server-wide)."""
+        """The decoding budget: pixels per image and decodes at once (server-wide)."""
         self.max_pixels = int(max_pixels)
-        self.decode_slots = threading.BoundedSemaphore(int(concurrent))
+        self.decoder.shutdown(wait=False)
+        self.decoder = _decoder(int(concurrent))
+
+    def decoding(self, work: Callable[[], Any]) -> Any:
+        """Run `work` (decode and predict) on one of the few decoder threads and wait for it.
+
+        Full-size images live only on these threads, so the memory they take is bounded by
+        their number however many requests arrive at once.
+        """
+        return self.decoder.submit(work).result()
 
     @property
     def classes(self) -> list[str]:

@@ -33,10 +33,9 @@ def build_page(served: ServedModel):
         if not file_path:
             return None, "", None, None, "", None
         try:
-            with served.decode_slots:
-                gray = decode_image(Path(file_path).read_bytes(), Path(file_path).name,
-                                    served.max_pixels)
-                probabilities = served.predictor.predict_proba([gray])[0]
+            gray = served.decoding(lambda: decode_image(
+                Path(file_path).read_bytes(), Path(file_path).name, served.max_pixels))
+            probabilities = served.predictor.predict_proba([gray])[0]
         except CxrkitError as error:
             raise gr.Error(str(error)) from error
         model_input = served.predictor.prepare(gray)
