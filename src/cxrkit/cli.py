@@ -9,6 +9,7 @@ import sys
 
 from cxrkit import __version__
 from cxrkit.errors import CxrkitError, TrainingInterrupted
+from cxrkit.extras import install_hint
 
 COMMAND_MODULES = (
     "train", "predict", "recipes", "quickstart", "evaluate", "compare", "data",
@@ -51,6 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except ModuleNotFoundError as error:
+        hint = install_hint(error, args.command)
+        if hint is None:
+            raise
+        print(f"error: {hint}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -55,6 +55,9 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cxrkit.explain.methods import CAM_METHODS, METHODS
+    from cxrkit.extras import require
+
+    require("captum")
 
     methods = args.methods or (list(METHODS) if args.benchmark else ["gradcam"])
     unknown = [m for m in methods if m not in METHODS]

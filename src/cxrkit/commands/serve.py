@@ -45,6 +45,9 @@ def handler(args: argparse.Namespace) -> int:
     if not 0 < args.port < 65536:
         raise CxrkitError(f"--port {args.port}: choose a port between 1 and 65535")
     token = args.token or os.environ.get(TOKEN_VARIABLE) or None
+    from cxrkit.extras import require
+
+    require("fastapi", "uvicorn", "python_multipart")
     check_port_free(args.host, args.port)
 
     import uvicorn

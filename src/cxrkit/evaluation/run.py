@@ -513,9 +513,16 @@ def _sample_grid(predictions: pd.DataFrame, classes: list[str], positive_index: 
 
 def _gallery(predictor, predictions: pd.DataFrame, out_dir: Path) -> list[dict] | None:
     """Grad-CAM examples from cxrkit.explain.gallery; None when that module is not installed."""
+    from cxrkit.extras import install_hint
+
     try:
         from cxrkit.explain.gallery import make_gallery
-    except ImportError:
+
+        renamed = predictions.rename(columns={"true_label": "true", "predicted_label": "pred"})
+        return make_gallery(predictor, renamed, out_dir / "gallery", per_group=4)
+    except ModuleNotFoundError as error:
+        hint = install_hint(error)
+        if hint is None:
+            raise
+        logger.warning("Grad-CAM gallery skipped: %s", hint.replace("this needs", "it needs"))
         return None
-    renamed = predictions.rename(columns={"true_label": "true", "predicted_label": "pred"})
-    return make_gallery(predictor, renamed, out_dir / "gallery", per_group=4)

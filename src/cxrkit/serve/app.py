@@ -105,13 +105,10 @@ def build_app(model_path: str | Path, token: str | None = None,
 def build_served_app(served: ServedModel, token: str | None = None,
                      max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
                      max_images: int = MAX_IMAGES_PER_REQUEST):
-    """The FastAPI app for an already loaded model."""
-    import gradio as gr
+    """The FastAPI app for an already loaded model; without Gradio (the `ui` extra), API only."""
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
-
-    from cxrkit.serve.page import build_page
 
     app = FastAPI(
         title="cxrkit", version=__version__,
@@ -130,6 +127,15 @@ def build_served_app(served: ServedModel, token: str | None = None,
                                        "server log"}, status_code=500)
 
     app.add_middleware(BodyLimit, max_bytes=int(max_upload_mb * (1 << 20)), token=token)
+    try:
+        import gradio as gr
+    except ModuleNotFoundError:
+        logger.warning("no web page: it needs the optional package 'gradio': pip install "
+                       "'cxrkit[ui]' (the REST API at %s works without it)", PREFIX)
+        return app
+
+    from cxrkit.serve.page import build_page
+
     auth = None
     if token is not None:
         def auth(username: str, password: str) -> bool:
