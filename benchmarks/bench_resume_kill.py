@@ -3,7 +3,7 @@
 Each of --runs attempts trains a small model on real X-rays (tb-nlm, 64 px baseline CNN) in a
 child process that appends a line to epochs.log (fsync'd) at the end of every epoch, kills it
 with SIGKILL at a random moment after its first epoch, then runs `cxrkit train --resume RUN`.
-Lost epochs = epochs finished before the kill - epochs in the checkpoint resumed from. Checks
+Lost epochs = epochs finished before the kill - the first epoch the resumed session trains. Checks
 that the final run is valid: model.ckpt, every epoch once in metrics.csv, epochs_run as asked.
 Exits 1 if any attempt lost more than one epoch or ended invalid.
 
@@ -46,22 +46,18 @@ cxrkit.train(build_config("tb-fast", {**overrides, "output_dir": sys.argv[1]}), 
 
 def settings(data: Path, epochs: int, cache: Path, name: str) -> list[str]:
     return [f"data.source={data}", f"name={name}", f"train.epochs={epochs}",
-            f"data.cache_dir={cache}", "preprocess.image_size=64", "model.name=baseline_cnn",
+            f"data.cache_dir={cache}", "preprocess.image_size=48", "model.name=baseline_cnn",
             "model.width=8", "model.depth=3", "train.batch_size=32", "train.early_stopping_patience=0",
             "data.group_near_duplicates=false"]
 
 
 def resumed_epoch(run: Path) -> int:
-    """Epochs held by the checkpoint --resume will pick (last.ckpt or interrupted.ckpt)."""
-    import torch
+    """The first epoch the resumed session trained (from its own CSV log): epochs kept."""
+    import pandas as pd
 
-    candidates = [p for p in (run / "checkpoints").glob("*.ckpt") if p.stem in ("last", "interrupted")]
-    if not candidates:
-        return 0
-    newest = max(candidates, key=lambda p: p.stat().st_mtime)
-    state = torch.load(newest, map_location="cpu", weights_only=True)
-    finished = state["loops"]["fit_loop"]["epoch_progress"]["current"]["completed"]
-    return int(finished)
+    versions = sorted((run / "logs").glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
+    table = pd.read_csv(versions[-1] / "metrics.csv")
+    return int(table["epoch"].min())
 
 
 def attempt(index: int, data: Path, epochs: int, folder: Path, rng: random.Random) -> dict:
@@ -80,15 +76,15 @@ def attempt(index: int, data: Path, epochs: int, folder: Path, rng: random.Rando
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
     finished = len(log.read_text().split())
-    in_checkpoint = resumed_epoch(run)
     started = time.perf_counter()
     resume = subprocess.run([sys.executable, "-m", "cxrkit", "train", "--resume", str(run)],
                             capture_output=True, text=True)
     resume_s = time.perf_counter() - started
+    in_checkpoint = resumed_epoch(run)
     valid, reason = check_run(run, epochs, resume.returncode)
     return {"attempt": index, "epoch_s": round(epoch_s, 1), "killed_at_s": round(delay, 1),
             "epochs_finished": finished,
-            "epochs_in_checkpoint": in_checkpoint, "lost": finished - in_checkpoint,
+            "resumed_at_epoch": in_checkpoint, "lost": finished - in_checkpoint,
             "resume_exit": resume.returncode, "resume_s": round(resume_s, 1), "valid": valid,
             "reason": reason or resume.stderr.strip().splitlines()[-1:]}
 

@@ -99,6 +99,8 @@ class BasePredictor:
 
     def predict_proba(self, images, batch_size: int = 32, progress=None) -> np.ndarray:
         """An (N, n_classes) array of probabilities; `progress` is called with each batch size."""
+        if batch_size < 1:
+            raise CxrkitError(f"batch_size {batch_size}: give 1 or more")
         images = _as_list(images)
         outputs = []
         for start in range(0, len(images), batch_size):
@@ -164,12 +166,16 @@ def load_torch_predictor(path: str | Path) -> Predictor:
 
     checkpoint_path = resolve_checkpoint(path)
     data = read_checkpoint(checkpoint_path)
-    spec = data["model"]
-    model = build_model(**spec, weights="none", freeze="none")
-    model.load_state_dict(data["state_dict"])
-    return Predictor(model, data["classes"], Preprocessing.from_dict(data["preprocessing"]),
-                     single_logit=bool(data.get("single_logit", False)),
-                     run_dir=checkpoint_path.parent, info=data.get("info", {}))
+    try:
+        model = build_model(**data["model"], weights="none", freeze="none")
+        model.load_state_dict(data["state_dict"])
+        return Predictor(model, list(data["classes"]), Preprocessing.from_dict(data["preprocessing"]),
+                         single_logit=bool(data.get("single_logit", False)),
+                         run_dir=checkpoint_path.parent, info=dict(data.get("info") or {}))
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise CxrkitError(f"{checkpoint_path}: the checkpoint is malformed ({type(error).__name__}: "
+                          f"{reason}); train the run again") from error
 
 
 def load(path: str | Path):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from cxrkit.commands import positive_int
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -32,7 +34,7 @@ def register(subparsers) -> None:
                         help="skip the temperature-scaled reliability figures")
     parser.add_argument("--no-gradcam", action="store_true",
                         help="leave the Grad-CAM gallery out of the report (faster on CPU)")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="images per batch (default 32)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing evaluation (and re-choose changed "
                              "operating points)")

@@ -6,6 +6,7 @@ import argparse
 import csv
 from pathlib import Path
 
+from cxrkit.commands import positive_int
 from cxrkit.errors import CxrkitError
 
 
@@ -16,7 +17,7 @@ def register(subparsers) -> None:
     parser.add_argument("model", help="run folder, model.ckpt or model.onnx")
     parser.add_argument("images", nargs="+", help="image files and/or folders (searched recursively)")
     parser.add_argument("--out", required=True, help="CSV to write (path, predicted label, prob_<class>...)")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="images per batch (default 32)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     parser.set_defaults(func=run)
 
@@ -41,9 +42,9 @@ def collect_images(items: list[str]) -> tuple[list[str], list[str]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Decode, predict and write one batch at a time: memory stays bounded by --batch-size."""
     from tqdm import tqdm
 
-    from cxrkit.data.io import read_gray
     from cxrkit.inference import load
 
     out = Path(args.out)
@@ -51,24 +52,40 @@ def run(args: argparse.Namespace) -> int:
         raise CxrkitError(f"--out {out} already exists; pass --overwrite to replace it")
     predictor = load(args.model)
     paths, ignored = collect_images(args.images)
-    readable, failed = [], []
-    for path in paths:
-        try:
-            readable.append((path, read_gray(path)))
-        except CxrkitError as error:
-            failed.append((path, str(error)))
-    with tqdm(total=len(readable), unit="img", desc="predict") as bar:
-        probabilities = predictor.predict_proba([image for _, image in readable], args.batch_size,
-                                                progress=bar.update)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", newline="") as handle:
+    partial = out.with_name(f".{out.name}.partial")
+    written, failed = 0, []
+    with partial.open("w", newline="") as handle, tqdm(total=len(paths), unit="img", desc="predict") as bar:
         writer = csv.writer(handle)
         writer.writerow(["path", "predicted", *[f"prob_{c}" for c in predictor.classes]])
-        for (path, _), row in zip(readable, probabilities, strict=False):
-            writer.writerow([path, predictor.classes[int(row.argmax())], *[f"{p:.6f}" for p in row]])
-    print(f"wrote {len(readable)} prediction(s) to {out}")
+        for start in range(0, len(paths), args.batch_size):
+            batch, failures = _decode(paths[start:start + args.batch_size])
+            failed += failures
+            probabilities = predictor.predict_proba([image for _, image in batch], args.batch_size)
+            for (path, _), row in zip(batch, probabilities, strict=True):
+                writer.writerow([path, predictor.classes[int(row.argmax())], *[f"{p:.6f}" for p in row]])
+            written += len(batch)
+            bar.update(len(batch) + len(failures))
     for _path, reason in failed:
         print(f"skipped: {reason}")
     if ignored:
         print(f"ignored {len(ignored)} non-image file(s), e.g. {ignored[0]}")
+    if not written:
+        partial.unlink()
+        raise CxrkitError(f"none of the {len(paths)} image(s) could be read (see the skipped lines); "
+                          f"nothing written to {out}")
+    partial.replace(out)
+    print(f"wrote {written} prediction(s) to {out}")
     return 0
+
+
+def _decode(paths: list[str]) -> tuple[list, list[tuple[str, str]]]:
+    from cxrkit.data.io import read_gray
+
+    decoded, failed = [], []
+    for path in paths:
+        try:
+            decoded.append((path, read_gray(path)))
+        except CxrkitError as error:
+            failed.append((path, str(error)))
+    return decoded, failed

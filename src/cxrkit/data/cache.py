@@ -44,7 +44,7 @@ def _load_one(path: str, prep: Preprocessing, folder: Path) -> np.ndarray:
     if cached.is_file():
         try:
             return np.load(cached, allow_pickle=False)
-        except (OSError, ValueError):
+        except (OSError, ValueError, EOFError):  # a truncated or empty file: decode again
             cached.unlink(missing_ok=True)
     image = prepare(read_gray(path), prep)
     cached.parent.mkdir(parents=True, exist_ok=True)

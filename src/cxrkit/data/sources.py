@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from cxrkit.data.io import is_image_file
+from cxrkit.data.validation import check_rows
 from cxrkit.errors import CxrkitError
 
 SPLIT_NAMES = ("train", "val", "test")
@@ -44,6 +45,7 @@ def load_manifest(source: str | Path, group_pattern: str | None = None) -> tuple
     if group_pattern:
         manifest["group"] = groups_from_pattern(manifest["path"], group_pattern)
     _check_manifest(manifest, source)
+    check_rows(manifest, source)
     return manifest.reset_index(drop=True), ignored
 
 

@@ -162,12 +162,11 @@ def evaluation_set(run_dir: Path, run_split: pd.DataFrame, classes: list[str], d
 
 def model_summary(predictor, run_dir: Path) -> dict:
     """What the report's model section shows: architecture, preprocessing, training record."""
-    import yaml
-
+    from cxrkit.config import read_yaml_mapping
     from cxrkit.models import count_parameters
 
     config_path, training_path = run_dir / "config.yaml", run_dir / "training.json"
-    config = yaml.safe_load(config_path.read_text()) if config_path.is_file() else {}
+    config = read_yaml_mapping(config_path) if config_path.is_file() else {}
     training = json.loads(training_path.read_text()) if training_path.is_file() else {}
     model_config = (config or {}).get("model", {})
     summary = {"architecture": predictor.info.get("model_name") or model_config.get("name"),
@@ -294,6 +293,8 @@ def choose_on_validation(predictor, run_split: pd.DataFrame, target_sensitivity:
 def predict_table(predictor, table: pd.DataFrame, where: str,
                   batch_size: int) -> tuple[np.ndarray, pd.DataFrame, list[tuple[str, str]]]:
     """Probabilities for the rows of `table`; unreadable images are skipped and listed."""
+    if batch_size < 1:
+        raise CxrkitError(f"batch_size {batch_size}: give 1 or more")
     unknown = sorted(set(table["label"]) - set(predictor.classes))
     if unknown:
         raise CxrkitError(f"{where}: label(s) {unknown} are not classes of the model "

@@ -26,6 +26,7 @@ from cxrkit.data.preprocess import Preprocessing, channel_stats, imagenet_stats
 from cxrkit.data.sources import load_manifest
 from cxrkit.data.splits import assign_splits, merge_groups, read_split_file, write_split_file
 from cxrkit.data.transforms import train_augmentation
+from cxrkit.data.validation import check_training_classes
 from cxrkit.errors import CxrkitError, TrainingInterrupted
 from cxrkit.inference import CHECKPOINT_FORMAT, CHECKPOINT_NAME, safe_torch_load
 from cxrkit.models import build_model, count_parameters
@@ -97,6 +98,7 @@ def build_split(config: Config, use_test: bool) -> pd.DataFrame:
     if not config.data.source:
         raise CxrkitError("no data: pass --data DIR (a class-per-folder tree, train/val/test folders or a CSV)")
     manifest, ignored = load_manifest(config.data.source, config.data.group_pattern)
+    check_training_classes(manifest, config.data.source)
     if not config.data.group_pattern and manifest["group"].isna().all():
         manifest = _auto_groups(manifest, config)
     if ignored:
@@ -232,6 +234,7 @@ def train(config: Config | str | None = None, *, callbacks: Sequence = (), use_t
     else:
         if not isinstance(config, Config):
             config = build_config(config, overrides)
+        _no_freezing_without_weights(config)
         run_dir = run_dir_for(config)
         prepare_run_dir(run_dir, overwrite)
         (run_dir / "config.yaml").write_text(config_to_yaml(config))
@@ -314,6 +317,14 @@ def train(config: Config | str | None = None, *, callbacks: Sequence = (), use_t
     if use_test:
         _evaluate(run_dir)
     return run_dir
+
+
+def _no_freezing_without_weights(config: Config) -> None:
+    """Random initial weights are never frozen: freezing them would train only the head."""
+    if config.model.weights == "none" and config.model.freeze != "none":
+        log.warning("model.freeze=%s ignored: with --weights none every layer starts random, so "
+                    "nothing is frozen (recorded as freeze: none in config.yaml)", config.model.freeze)
+        config.model.freeze = "none"
 
 
 def _as_float(value) -> float | None:
