@@ -111,7 +111,7 @@ def test_binary_metrics_equal_sklearn_from_predictions_csv(binary_run: Path):
 
 
 def test_operating_points_file_and_decisions(binary_run: Path):
-    result = evaluate(binary_run, operating_point="youden")
+    result = evaluate(binary_run, operating_point="youden", set_default=True)
     points = json.loads((binary_run / "operating_points.json").read_text())
     assert points["positive_class"] == "Tuberculosis" and points["positive_index"] == 1
     assert points["chosen_on"] == "val" and points["selected"] == "youden"
@@ -236,7 +236,7 @@ def test_evaluation_is_frozen_and_never_overwritten_silently(binary_run: Path):
     evaluate(binary_run, overwrite=True)
     assert json.loads((binary_run / "operating_points.json").read_text()) == frozen
     evaluate(binary_run, overwrite=True, operating_point="sensitivity",
-                 target_sensitivity=0.8)
+             target_sensitivity=0.8, set_default=True)
     changed = json.loads((binary_run / "operating_points.json").read_text())
     assert changed["selected"] == "sensitivity>=0.80" and changed["target_sensitivity"] == 0.8
 

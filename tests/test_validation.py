@@ -178,3 +178,23 @@ def test_weights_none_never_freezes(tiny_folder, tiny_overrides, caplog):
     assert info["trainable_parameters"] == info["parameters"]
     assert yaml.safe_load((run / "config.yaml").read_text())["model"]["freeze"] == "none"
     assert any("model.freeze=backbone ignored" in r.getMessage() for r in caplog.records)
+
+
+def test_operating_point_default_changes_only_with_set_default(tmp_path, capsys):
+    from test_evaluation import make_run as make_binary_run
+
+    run = make_binary_run(tmp_path)
+    assert main(["evaluate", str(run), "--bootstrap", "100", "--no-gradcam"]) == 0
+    assert "argmax" in capsys.readouterr().out
+    argv = ["evaluate", str(run), "--operating-point", "youden", "--bootstrap", "100", "--no-gradcam",
+            "--overwrite"]
+    assert main(argv) == 2
+    assert "--set-default" in one_error_line(capsys)
+    assert main([*argv, "--out", str(tmp_path / "at-youden")]) == 0
+    assert "this evaluation only; the run's default stays argmax" in capsys.readouterr().out
+    assert json.loads((run / "operating_points.json").read_text())["selected"] == "argmax"
+    assert main(["evaluate", str(run), "--data", str(tmp_path), "--set-default"]) == 2
+    capsys.readouterr()
+    assert main([*argv, "--set-default"]) == 0
+    assert "youden" in capsys.readouterr().out
+    assert json.loads((run / "operating_points.json").read_text())["selected"] == "youden"

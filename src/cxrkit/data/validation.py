@@ -64,10 +64,12 @@ def check_training_classes(manifest: pd.DataFrame, source) -> None:
 
 
 def suggest_class(label: str, classes: list[str]) -> str | None:
-    """A model class whose name plausibly matches a data label (case, spelling), or None."""
+    """A model class whose name plausibly matches a data label (case, spelling, abbreviation)."""
     lowered = {name.lower(): name for name in classes}
     close = difflib.get_close_matches(label.lower(), list(lowered), n=1, cutoff=0.6)
     if close:
         return lowered[close[0]]
-    prefix = [name for name in classes if name.lower()[:3] == label.lower()[:3]]
-    return prefix[0] if len(prefix) == 1 else None
+    if len(label) <= 4:  # an abbreviation such as 'tb': the one class with its first letter
+        initial = [name for name in classes if name[:1].lower() == label[:1].lower()]
+        return initial[0] if len(initial) == 1 else None
+    return None

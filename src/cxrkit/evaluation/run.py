@@ -32,6 +32,7 @@ from cxrkit.evaluation.metrics import (
 )
 from cxrkit.evaluation.report import write_report
 from cxrkit.evaluation.thresholds import (
+    DEFAULT_SELECTED,
     DEFAULT_TARGET_SENSITIVITY,
     WHO_TB_TRIAGE,
     build_operating_points,
@@ -53,7 +54,8 @@ def evaluate_run(run_dir: str | Path, data: str | Path | None = None, split: str
                  class_map: dict[str, str] | None = None, out_dir: str | Path | None = None,
                  n_bootstrap: int = 1000, seed: int = 0, operating_point: str | None = None,
                  target_sensitivity: float | None = None, calibrate: bool = True,
-                 overwrite: bool = False, batch_size: int = 32, gradcam: bool = True) -> dict:
+                 overwrite: bool = False, batch_size: int = 32, gradcam: bool = True,
+                 set_default: bool = False) -> dict:
     """Evaluate a run and write metrics.json, predictions.csv, plots and report.html.
 
     Without `data`: the rows of `split` in the run's split.csv, written into the run folder
@@ -61,6 +63,10 @@ def evaluate_run(run_dir: str | Path, data: str | Path | None = None, split: str
     classes matched by name (`class_map` renames data classes to model classes), written into
     `run_dir/external/<name>/`. `gradcam=False` leaves out the Grad-CAM gallery (it is the
     slowest part on CPU). Returns the metrics.json document.
+
+    The run's default operating point (in operating_points.json, used by serve, export and
+    compare) changes only with `set_default=True` and `operating_point`; the run's own test
+    evaluation in the run folder is always at that default.
     """
     from cxrkit.inference import load_torch_predictor
 
@@ -79,8 +85,11 @@ def evaluate_run(run_dir: str | Path, data: str | Path | None = None, split: str
     _guard_outputs(out_dir, run_dir, overwrite)
 
     official = not external and split == "test" and out_dir.resolve() == run_dir.resolve()
+    if set_default and not (official and operating_point):
+        raise CxrkitError("--set-default needs --operating-point NAME and the run's own test "
+                          "evaluation (no --data, --split or --out)")
     points = _operating_points(predictor, run_split, official, operating_point, target_sensitivity,
-                               overwrite)
+                               overwrite, set_default)
     target = points.get("target_sensitivity") or DEFAULT_TARGET_SENSITIVITY
     selected = (resolve_point_name(operating_point, target) if operating_point
                 else points["selected"])
@@ -116,7 +125,8 @@ def evaluate_run(run_dir: str | Path, data: str | Path | None = None, split: str
                                                     positive_index, n_bootstrap, seed),
         "bootstrap": {"resamples": n_bootstrap, "seed": seed, "level": 0.95,
                       "method": "stratified by class, percentile interval"},
-        "operating_point": _selected_summary(points, selected, split, external),
+        "operating_point": {**_selected_summary(points, selected, split, external),
+                            "run_default": points["selected"]},
         "operating_points": _point_table(points, y_true, probabilities, classes, n_bootstrap, seed),
         "calibration": _calibration(points, y_true, probabilities, positive_index, calibrate),
         "warnings": _warnings(points, selected, split, external, table, run_split, skipped, y_true,
@@ -222,18 +232,20 @@ def model_fingerprint(run_dir: Path) -> str:
 
 def _operating_points(predictor, run_split: pd.DataFrame, official: bool,
                       operating_point: str | None, target_sensitivity: float | None,
-                      overwrite: bool) -> dict:
+                      overwrite: bool, set_default: bool = False) -> dict:
     """The run's frozen points, chosen on val when absent.
 
     Only the official evaluation (the run's test split, into the run folder) may re-choose
-    stale points or a new sensitivity target, and change which point the run uses.
+    stale points or a new sensitivity target; only `set_default` changes which point the run
+    uses by default.
     """
     run_dir = predictor.run_dir
     frozen = read_operating_points(run_dir)
     fingerprint = model_fingerprint(run_dir)
+    chosen = operating_point if set_default else None
     if frozen is None:
-        document = choose_on_validation(predictor, run_split, target_sensitivity,
-                                        operating_point if official else None)
+        _check_official_point(run_dir, official, operating_point, chosen, DEFAULT_SELECTED)
+        document = choose_on_validation(predictor, run_split, target_sensitivity, chosen)
         document["model_sha256"] = fingerprint
         write_operating_points(run_dir, document)
         return document
@@ -252,19 +264,33 @@ def _operating_points(predictor, run_split: pd.DataFrame, official: bool,
         _check_can_replace(run_dir, overwrite, reasons[0])
         previous = frozen["selected"]
         keep = "sensitivity" if previous.startswith("sensitivity>=") else previous
-        document = choose_on_validation(predictor, run_split, target_sensitivity,
-                                        operating_point or keep)
+        _check_official_point(run_dir, official, operating_point, chosen, keep)
+        document = choose_on_validation(predictor, run_split, target_sensitivity, chosen or keep)
         document["model_sha256"] = fingerprint
         write_operating_points(run_dir, document)
         return document
     if official and operating_point:
         name = resolve_point_name(operating_point, frozen.get("target_sensitivity") or 0)
         check_point_name(name, frozen["points"])
-        if name != frozen["selected"]:
-            _check_can_replace(run_dir, overwrite, f"--operating-point {operating_point}")
+        _check_official_point(run_dir, official, name, name if set_default else None,
+                              frozen["selected"])
+        if set_default and name != frozen["selected"]:
+            logger.info("default operating point of %s: %s (was %s)", run_dir, name, frozen["selected"])
             frozen["selected"] = name
             write_operating_points(run_dir, frozen)
     return frozen
+
+
+def _check_official_point(run_dir: Path, official: bool, operating_point: str | None,
+                          chosen: str | None, default: str) -> None:
+    """The run folder's own evaluation is at the run's default point unless --set-default moves it."""
+    if not official or not operating_point or chosen is not None:
+        return
+    if operating_point.split(">=")[0] != default.split(">=")[0]:
+        raise CxrkitError(f"--operating-point {operating_point}: the run's default is {default} "
+                          f"({run_dir}/operating_points.json) and its own test evaluation is at the "
+                          "default; add --set-default to make it the default, or --out DIR to "
+                          "evaluate at it without changing the run")
 
 
 def _check_can_replace(run_dir: Path, overwrite: bool, why: str) -> None:
