@@ -198,3 +198,43 @@ def test_operating_point_default_changes_only_with_set_default(tmp_path, capsys)
     assert main([*argv, "--set-default"]) == 0
     assert "youden" in capsys.readouterr().out
     assert json.loads((run / "operating_points.json").read_text())["selected"] == "youden"
+
+
+def presplit_with_shared_patients(root: Path) -> Path:
+    """train/ and test/ folders where patients 0 and 1 have images on both sides."""
+    for split, patients in (("train", range(0, 8)), ("test", range(0, 3))):
+        for label, value in (("Normal", 0), ("Tuberculosis", 150)):
+            for patient in patients:
+                for shot in range(2):
+                    name = f"person{patient}{label[0]}_{split}{shot}.png"
+                    write_image(root / split / label / name, value + 10 * shot)
+    return root
+
+
+def test_patient_groups_crossing_a_given_split_are_reported_and_strict_refuses(tmp_path, caplog, capsys):
+    data = presplit_with_shared_patients(tmp_path / "data")
+    argv = [*train_args(data, tmp_path), "--group-pattern", r"person(\d+\w)_", "--name", "leaky"]
+    assert main([*argv, "--strict"]) == 2
+    err = one_error_line(capsys)
+    assert "--strict" in err and "6 patient group(s) (24 images)" in err
+    assert main(argv) == 0
+    run = tmp_path / "runs" / "leaky"
+    leakage = json.loads((run / "training.json").read_text())["split_leakage"]
+    assert leakage["patient_groups"] == 6 and leakage["patient_images"] == 24
+    assert any("6 patient group(s)" in r.getMessage() for r in caplog.records)
+    warnings = json.loads((run / "metrics.json").read_text())["warnings"]
+    assert any("6 patient group(s)" in w for w in warnings)
+
+
+def test_the_runs_own_test_images_are_not_called_external_validation(tmp_path):
+    import pandas as pd
+
+    from test_evaluation import evaluate
+    from test_evaluation import make_run as make_binary_run
+
+    run = make_binary_run(tmp_path)
+    test = pd.read_csv(run / "split.csv").query("split == 'test'")[["path", "label"]]
+    test.to_csv(tmp_path / "own-test.csv", index=False)
+    result = evaluate(run, data=tmp_path / "own-test.csv")
+    assert any("not external validation" in w for w in result["warnings"])
+    assert not any("independent of training" in w for w in result["warnings"])

@@ -29,6 +29,7 @@ class DataConfig(Section):
     split_seed: int = 42
     group_near_duplicates: bool = True
     near_duplicate_distance: int = Field(4, ge=0, le=32)
+    strict_split: bool = False
     cache_dir: str | None = None
     num_workers: int = Field(0, ge=0)
 

@@ -75,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
         raise CxrkitError(f"none of the {len(paths)} image(s) could be read (see the skipped lines); "
                           f"nothing written to {out}")
     partial.replace(out)
-    print(f"wrote {written} prediction(s) to {out}")
+    print(f"wrote {written} prediction(s) to {out}; 'predicted' is the most probable class (argmax), "
+          "not a run's tuned operating point")
     return 0
 
 

@@ -17,6 +17,8 @@ FLAGS = {
     "val_fraction": ("data.val_fraction", float, "F", "validation fraction (default 0.1)"),
     "test_fraction": ("data.test_fraction", float, "F", "test fraction when no test split is given (0.1)"),
     "split_seed": ("data.split_seed", int, "N", "seed of the split"),
+    "strict": ("data.strict_split", bool, None, "refuse a given split (pre-split folders, CSV or "
+               "--split-file) whose patient or near-duplicate groups cross splits"),
     "model": ("model.name", str, "NAME", "architecture (see `cxrkit recipes --models`)"),
     "weights": ("model.weights", str, "none|imagenet|PATH", "initial weights: none, imagenet, a state dict "
                 "or a run to fine-tune"),
@@ -46,7 +48,12 @@ FLAGS = {
 def add_config_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
     """Add the common config flags and --set to a parser (shared by train/quickstart)."""
     for flag, (_, kind, metavar, text) in FLAGS.items():
-        if flag not in skip:
+        if flag in skip:
+            continue
+        if kind is bool:
+            parser.add_argument("--" + flag.replace("_", "-"), dest=flag, action="store_const", const=True,
+                                help=text)
+        else:
             parser.add_argument("--" + flag.replace("_", "-"), dest=flag, type=kind, metavar=metavar, help=text)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="any config field, e.g. --set augment.hflip=0.5 (repeatable)")

@@ -134,6 +134,8 @@ def evaluate_run(run_dir: str | Path, data: str | Path | None = None, split: str
         "skipped": [{"path": path, "reason": reason} for path, reason in skipped],
     }
     document["warnings"] += collapsed_interval_notes(document, y_true, positive_index)
+    if not external:
+        document["warnings"] += leakage_notes(run_dir)
     if positive_index is not None and is_tuberculosis(classes[positive_index]):
         document["who_tb_triage"] = _who_check(document)
     document["model"] = model_summary(predictor, run_dir)
@@ -450,8 +452,13 @@ def _warnings(points, selected, split, external, table, run_split, skipped, y_tr
         overlap = table["path"][table["path"].isin(seen.index)]
         if len(overlap):
             counts = seen[overlap].value_counts().to_dict()
-            warnings.append(f"{len(overlap)} image(s) of this external data are also in the run's "
-                            f"own split ({counts}); results are not independent of training.")
+            if set(counts) == {"test"}:
+                warnings.append(f"{len(overlap)} image(s) of this data are the run's own test split: "
+                                "this is not external validation (data from outside the run); the "
+                                "run's test split is evaluated by `cxrkit evaluate RUN`.")
+            else:
+                warnings.append(f"{len(overlap)} image(s) of this data were also used to train or "
+                                f"tune the run ({counts}); results are not independent of training.")
     if skipped:
         warnings.append(f"{len(skipped)} image(s) could not be read and were left out "
                         "(listed in skipped_images.csv).")
@@ -460,6 +467,22 @@ def _warnings(points, selected, split, external, table, run_split, skipped, y_tr
         warnings.append(f"No images of class(es) {', '.join(absent)}: their sensitivity and "
                         "ROC-AUC are undefined and left out of the macro averages.")
     return warnings
+
+
+def leakage_notes(run_dir: Path) -> list[str]:
+    """Training's record of patient / near-duplicate groups crossing a given split, as a warning."""
+    training = run_dir / "training.json"
+    try:
+        leakage = json.loads(training.read_text()).get("split_leakage") or {}
+    except (OSError, ValueError, AttributeError):
+        return []
+    patients, duplicates = leakage.get("patient_groups", 0), leakage.get("near_duplicate_groups", 0)
+    if not patients and not duplicates:
+        return []
+    return [f"The split given to training puts {patients} patient group(s) "
+            f"({leakage.get('patient_images', 0)} images) and {duplicates} near-duplicate group(s) "
+            f"({leakage.get('near_duplicate_images', 0)} images) in more than one split: the test "
+            "metrics are optimistic (re-split by patient, or train with --strict to refuse)."]
 
 
 def collapsed_interval_notes(document: dict, y_true: np.ndarray,

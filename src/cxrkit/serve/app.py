@@ -115,6 +115,7 @@ def build_served_app(served: ServedModel, token: str | None = None,
         description=f"Chest X-ray classifier `{served.model_id}` ({', '.join(served.classes)}). "
                     "Not for clinical use.")
     app.include_router(build_router(served, token, max_images))
+    app.state.served = served
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:

@@ -103,15 +103,50 @@ def build_split(config: Config, use_test: bool) -> pd.DataFrame:
         manifest = _auto_groups(manifest, config)
     if ignored:
         log.warning("ignored %d non-image file(s), e.g. %s", len(ignored), ignored[0])
+    near_duplicates = _near_duplicate_groups(manifest, config) if config.data.group_near_duplicates else None
+    leakage = {}
     if config.data.split_file:
         manifest = read_split_file(config.data.split_file, manifest)
+        leakage = split_leakage(manifest, near_duplicates)
     else:
-        if config.data.group_near_duplicates:
-            manifest = merge_groups(manifest, _near_duplicate_groups(manifest, config))
+        if manifest["split"].notna().any():  # a split given by the data (folders or CSV column)
+            leakage = split_leakage(manifest, near_duplicates)
+        manifest = merge_groups(manifest, near_duplicates)
         manifest = assign_splits(manifest, config.data.val_fraction, config.data.test_fraction,
                                  config.data.split_seed)
+    _report_leakage(leakage, config)
     manifest.attrs["ignored"] = ignored
+    manifest.attrs["split_leakage"] = leakage
     return manifest
+
+
+def split_leakage(manifest: pd.DataFrame, near_duplicates: list | None) -> dict:
+    """Patient groups and near-duplicate groups with images in more than one split, with counts."""
+    def crossing(groups: pd.Series) -> tuple[int, int]:
+        table = pd.DataFrame({"group": groups.to_numpy(), "split": manifest["split"].to_numpy()}).dropna()
+        spread = table.groupby("group")["split"].nunique()
+        leaking = spread[spread > 1].index
+        return len(leaking), int(table["group"].isin(leaking).sum())
+
+    patients, patient_images = crossing(manifest["group"])
+    result = {"patient_groups": patients, "patient_images": patient_images}
+    if near_duplicates is not None:
+        result["near_duplicate_groups"], result["near_duplicate_images"] = crossing(
+            pd.Series(near_duplicates, dtype=object))
+    return result
+
+
+def _report_leakage(leakage: dict, config: Config) -> None:
+    groups = leakage.get("patient_groups", 0), leakage.get("near_duplicate_groups", 0)
+    if not any(groups):
+        return
+    text = (f"the given split puts {groups[0]} patient group(s) ({leakage['patient_images']} images) and "
+            f"{groups[1]} near-duplicate group(s) ({leakage.get('near_duplicate_images', 0)} images) in "
+            "more than one split: test metrics will be optimistic")
+    if config.data.strict_split:
+        raise CxrkitError(f"--strict: {text}; re-split by patient (a class-per-folder layout, or "
+                          "another --split-file) or drop --strict")
+    log.warning("warning: %s (recorded in training.json; --strict refuses such a split)", text)
 
 
 def _auto_groups(manifest: pd.DataFrame, config: Config) -> pd.DataFrame:
@@ -310,6 +345,7 @@ def train(config: Config | str | None = None, *, callbacks: Sequence = (), use_t
         "precision": str(trainer.precision),
         "split_sizes": {s: int(m.sum()) for s, m in masks.items()},
         "skipped": len(failures),
+        "split_leakage": manifest.attrs.get("split_leakage", {}),
     }
     (run_dir / "training.json").write_text(json.dumps(info, indent=2))
     merge_epoch_logs(run_dir / "logs", run_dir / "metrics.csv")
