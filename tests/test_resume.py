@@ -109,3 +109,38 @@ def test_metrics_of_resumed_attempts_keep_one_row_per_epoch(tmp_path):
     table = pd.read_csv(tmp_path / "metrics.csv")
     assert table["epoch"].tolist() == [0, 1, 2, 3, 4]
     assert table["val_loss"].tolist() == [0, 0, 2, 10, 10]
+
+
+@pytest.mark.parametrize("command, target", [("experiment", "cxrkit.experiments.run_experiment"),
+                                             ("tune", "cxrkit.experiments.tune.run_tune")])
+def test_sigterm_stops_experiment_and_tune_with_one_line(tmp_path, monkeypatch, capsys, command, target):
+    import importlib
+
+    module_name, function = target.rsplit(".", 1)
+
+    def terminated(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+        raise AssertionError("SIGTERM did not stop the command")
+
+    monkeypatch.setattr(importlib.import_module(module_name), function, terminated)
+    monkeypatch.setattr("cxrkit.extras.require", lambda *modules: None)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("name: s\nrecipe: tb-fast\naxes:\n  train.lr: [0.001, 0.01]\n")
+    extra = ["--trials", "1"] if command == "tune" else []
+    assert main([command, str(spec), *extra]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["interrupted: run the same command again to continue"]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL or callable(signal.getsignal(signal.SIGTERM))
+
+
+def test_python_api_training_is_quiet(tiny_folder, tiny_overrides, capsys, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO)
+    before = logging.getLogger("lightning.pytorch").level
+    cxrkit.train(build_config("tb-fast", tiny_overrides(tiny_folder)), use_test=False)
+    captured = capsys.readouterr()
+    text = captured.out + captured.err + caplog.text
+    assert "GPU available" not in text and "Tip:" not in text
+    assert logging.getLogger("lightning.pytorch").level == before  # restored afterwards

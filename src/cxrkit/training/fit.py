@@ -11,7 +11,9 @@ import json
 import logging
 import shutil
 import time
+import warnings
 from collections.abc import Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +37,9 @@ from cxrkit.training.curves import merge_epoch_logs, plot_training_curves
 from cxrkit.training.precision import resolve_precision
 
 log = logging.getLogger(__name__)
+HARMLESS_WARNINGS = (".*LeafSpec.*", ".*smaller than the logging interval.*", ".*litlogger.*",
+                     ".*does not have many workers.*", ".*Experiment logs directory.*",
+                     ".*Checkpoint directory .* exists and is not empty.*")
 
 
 def run_dir_for(config: Config) -> Path:
@@ -318,9 +323,10 @@ def train(config: Config | str | None = None, *, callbacks: Sequence = (), use_t
                         single_logit)
     monitor_mode = "min" if config.train.monitor == "val_loss" else "max"
     clock = WallClock(started)
-    trainer = _trainer(config, run_dir, callbacks, monitor_mode, clock)
     try:
-        trainer.fit(module, datamodule=data, ckpt_path=checkpoint, weights_only=True)
+        with quiet_lightning():
+            trainer = _trainer(config, run_dir, callbacks, monitor_mode, clock)
+            trainer.fit(module, datamodule=data, ckpt_path=checkpoint, weights_only=True)
     except SystemExit as stop:
         raise TrainingInterrupted(
             f"training interrupted; checkpoint saved, continue with: cxrkit train --resume {run_dir}") from stop
@@ -361,6 +367,24 @@ def _no_freezing_without_weights(config: Config) -> None:
         log.warning("model.freeze=%s ignored: with --weights none every layer starts random, so "
                     "nothing is frozen (recorded as freeze: none in config.yaml)", config.model.freeze)
         config.model.freeze = "none"
+
+
+@contextmanager
+def quiet_lightning():
+    """Lightning's start-up notices (GPU/TPU available, tips) and known-harmless warnings hidden
+    for the duration of a fit, whoever calls `train` (CLI, Python API, experiment workers)."""
+    names = ("lightning.pytorch", "lightning.fabric", "lightning", "pytorch_lightning")
+    previous = {name: logging.getLogger(name).level for name in names}
+    for name in names:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            for pattern in HARMLESS_WARNINGS:
+                warnings.filterwarnings("ignore", message=pattern)
+            yield
+    finally:
+        for name, level in previous.items():
+            logging.getLogger(name).setLevel(level)
 
 
 def _as_float(value) -> float | None:
