@@ -238,3 +238,17 @@ def test_the_runs_own_test_images_are_not_called_external_validation(tmp_path):
     result = evaluate(run, data=tmp_path / "own-test.csv")
     assert any("not external validation" in w for w in result["warnings"])
     assert not any("independent of training" in w for w in result["warnings"])
+
+
+def test_explain_benchmark_announces_its_work_and_estimates_the_rest(tmp_path, capsys):
+    pytest.importorskip("captum")
+    run = make_run(tmp_path / "run")
+    for label, value in (("Normal", 0), ("Tuberculosis", 150)):
+        for index in range(2):
+            write_image(tmp_path / "data" / label / f"{index}.png", value)
+    argv = ["explain", str(run), "--data", str(tmp_path / "data"), "--n", "3", "--benchmark",
+            "--method", "gradcam", "--method", "occlusion"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "benchmark: 3 image(s) x 2 method(s) (gradcam, occlusion)" in err
+    assert "[2/2] occlusion: 3/3 images" in err and "s/image, about" in err and "left" in err
