@@ -144,3 +144,15 @@ def test_python_api_training_is_quiet(tiny_folder, tiny_overrides, capsys, caplo
     text = captured.out + captured.err + caplog.text
     assert "GPU available" not in text and "Tip:" not in text
     assert logging.getLogger("lightning.pytorch").level == before  # restored afterwards
+
+
+def test_progress_bar_counts_epochs_like_the_summary():
+    from types import SimpleNamespace
+
+    from cxrkit.training.callbacks import epoch_progress_bar
+
+    bar = epoch_progress_bar()
+    if bar is None:
+        pytest.skip("rich is not installed: Lightning's own bar is used")
+    bar._trainer = SimpleNamespace(max_epochs=12)
+    assert bar._get_train_description(11).strip() == "Epoch 12/12"

@@ -53,3 +53,24 @@ class WallClock(Callback):
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.previous_s = float(state_dict.get("elapsed_s", 0.0))
+
+
+def epoch_progress_bar():
+    """Lightning's rich progress bar counting epochs from 1 ("Epoch 12/12", as training.json
+    counts them; Lightning shows "Epoch 11/11"); None without `rich` (Lightning's default then)."""
+    try:
+        from lightning.pytorch.callbacks import RichProgressBar
+        from lightning.pytorch.utilities.imports import _RICH_AVAILABLE
+    except ImportError:
+        return None
+    if not _RICH_AVAILABLE:
+        return None
+
+    class OneBasedEpochs(RichProgressBar):
+        def _get_train_description(self, current_epoch: int) -> str:
+            text = f"Epoch {current_epoch + 1}"
+            if self.trainer.max_epochs is not None:
+                text += f"/{self.trainer.max_epochs}"
+            return f"{text:{len(self.validation_description)}}"
+
+    return OneBasedEpochs()

@@ -32,7 +32,7 @@ from cxrkit.data.validation import check_training_classes
 from cxrkit.errors import CxrkitError, TrainingInterrupted
 from cxrkit.inference import CHECKPOINT_FORMAT, CHECKPOINT_NAME, safe_torch_load
 from cxrkit.models import build_model, count_parameters
-from cxrkit.training.callbacks import SaveOnInterrupt, Throughput, WallClock
+from cxrkit.training.callbacks import SaveOnInterrupt, Throughput, WallClock, epoch_progress_bar
 from cxrkit.training.curves import merge_epoch_logs, plot_training_curves
 from cxrkit.training.precision import resolve_precision
 
@@ -205,7 +205,7 @@ def _normalisation(config: Config, train_images: np.ndarray):
 
 def _trainer(config: Config, run_dir: Path, callbacks: Sequence, monitor_mode: str, clock: WallClock):
     import lightning as L
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, ProgressBar
     from lightning.pytorch.loggers import CSVLogger
 
     train = config.train
@@ -223,6 +223,9 @@ def _trainer(config: Config, run_dir: Path, callbacks: Sequence, monitor_mode: s
         clock,
         *callbacks,
     ]
+    bar = epoch_progress_bar()
+    if bar is not None and not any(isinstance(c, ProgressBar) for c in callbacks):
+        all_callbacks.append(bar)
     if train.early_stopping_patience:
         all_callbacks.append(EarlyStopping(monitor=train.monitor, mode=monitor_mode,
                                            patience=train.early_stopping_patience, check_finite=False))
