@@ -378,3 +378,15 @@ def test_bombs_keep_server_memory_growth_under_300_mb():
         patch.setenv("PYTHONPATH", str(SOURCE))
         passed, lines = module.run_bombs(module.make_default_run(Path(folder)), limit_mb=300)
     assert passed, "\n".join(lines)
+
+
+def test_crafted_best_checkpoint_of_a_real_run_never_runs(tiny_folder, tiny_overrides, tmp_path, capsys):
+    """last.ckpt is genuine, so --resume trains on and then loads best.ckpt: refused, never run."""
+    import cxrkit
+
+    run = cxrkit.train(build_config("tb-fast", tiny_overrides(tiny_folder)), use_test=False)
+    marker = tmp_path / "PWNED"
+    torch.save({"state_dict": Payload(marker)}, run / "checkpoints" / "best.ckpt")
+    assert main(["train", "--resume", str(run), "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert "best.ckpt: refused to load" in err and not marker.exists()
