@@ -25,7 +25,7 @@ from cxrkit.config import Config, build_config, config_to_yaml, load_config_file
 from cxrkit.data.cache import load_cached_images
 from cxrkit.data.datamodule import CachedDataModule, CachedImageDataset
 from cxrkit.data.preprocess import Preprocessing, channel_stats, imagenet_stats
-from cxrkit.data.sources import load_manifest
+from cxrkit.data.sources import load_sources
 from cxrkit.data.splits import assign_splits, merge_groups, read_split_file, write_split_file
 from cxrkit.data.transforms import train_augmentation
 from cxrkit.data.validation import check_training_classes
@@ -100,10 +100,9 @@ def prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
 
 def build_split(config: Config, use_test: bool) -> pd.DataFrame:
     """The manifest with a split per row: from --split-file, or stratified/grouped from a seed."""
-    if not config.data.source:
-        raise CxrkitError("no data: pass --data DIR (a class-per-folder tree, train/val/test folders or a CSV)")
-    manifest, ignored = load_manifest(config.data.source, config.data.group_pattern)
-    check_training_classes(manifest, config.data.source)
+    sources = config.data.all_sources()
+    manifest, ignored = load_sources(sources, config.data.group_pattern)
+    check_training_classes(manifest, " ".join(str(source.path) for source in sources))
     if not config.data.group_pattern and manifest["group"].isna().all():
         manifest = _auto_groups(manifest, config)
     if ignored:
@@ -353,6 +352,7 @@ def train(config: Config | str | None = None, *, callbacks: Sequence = (), use_t
         "monitor": config.train.monitor,
         "precision": str(trainer.precision),
         "split_sizes": {s: int(m.sum()) for s, m in masks.items()},
+        "sites": site_counts(used),
         "skipped": len(failures),
         "split_leakage": manifest.attrs.get("split_leakage", {}),
     }
@@ -388,6 +388,13 @@ def quiet_lightning():
     finally:
         for name, level in previous.items():
             logging.getLogger(name).setLevel(level)
+
+
+def site_counts(manifest: pd.DataFrame) -> dict[str, dict[str, int]]:
+    """Images per site and split, e.g. {"Shenzhen": {"train": 530, "val": 66, "test": 66}}."""
+    counts = manifest.groupby(["site", "split"]).size()
+    return {site: {split: int(n) for split, n in counts[site].items()} for site in counts.index.levels[0]
+            if site in counts.index.get_level_values(0)}
 
 
 def _as_float(value) -> float | None:
