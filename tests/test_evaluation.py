@@ -277,7 +277,7 @@ def test_external_data_matches_classes_skips_corrupt_images(binary_run: Path, tm
 
 def test_external_data_overlapping_training_split_is_flagged(binary_run: Path):
     result = evaluate(binary_run, data=binary_run.parent / "data")
-    assert any("also in the run's own split" in w for w in result["warnings"])
+    assert any("also used to train or tune the run" in w for w in result["warnings"])
 
 
 def test_class_map_parsing_and_matching():
