@@ -51,7 +51,7 @@ def _load_one(path: str, prep: Preprocessing, folder: Path,
     if cached.is_file():
         try:
             return np.load(cached, allow_pickle=False), (not marker.exists()) if prep.uses_lungs else None
-        except (OSError, ValueError):
+        except (OSError, ValueError, EOFError):  # a truncated or empty file: decode again
             cached.unlink(missing_ok=True)
     image, found = prepare_with_lungs(read_gray(path), prep, segmenter)
     cached.parent.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,8 @@ Rule everywhere: an image is called positive when P(positive) >= threshold. Poin
 least S, i.e. the best specificity meeting the target; WHO's TB triage target is S = 0.90
 with specificity >= 0.70). The default selected point is `argmax`, so the run's headline
 accuracy matches `Predictor.predict` and published figures; choose another with
-`cxrkit evaluate RUN --operating-point youden|max_f1|sensitivity [--sensitivity 0.9] --overwrite`.
+`cxrkit evaluate RUN --operating-point youden|max_f1|sensitivity [--sensitivity 0.9] --set-default
+--overwrite` (without --set-default a point is only used for that evaluation, written elsewhere).
 """
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ def check_point_name(name: str, points: dict) -> None:
     if name not in points:
         raise CxrkitError(f"--operating-point {name!r} is not one of this run's points "
                           f"({', '.join(points)}); for another sensitivity target use "
-                          "--operating-point sensitivity --sensitivity S --overwrite")
+                          "--operating-point sensitivity --sensitivity S --set-default --overwrite")
 
 
 def predict_at(probabilities: np.ndarray, operating_points: dict,

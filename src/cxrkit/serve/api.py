@@ -16,8 +16,10 @@ from cxrkit.serve.decode import UploadTooLarge, decode_image
 from cxrkit.serve.model import ServedModel, finite_json
 
 PREFIX = "/api/v1"
+OPEN_PATHS = (f"{PREFIX}/health",)
 FIELD = "images"
 MAX_IMAGES_PER_REQUEST = 32
+DECODE_CHUNK = 2
 
 
 class ErrorBody(BaseModel):
@@ -76,8 +78,19 @@ ERRORS = {status: {"model": ErrorBody, "description": text} for status, text in 
 )}
 
 
-def build_router(served: ServedModel, token: str | None) -> APIRouter:
-    """The API routes for one served model; `token` turns on bearer-token auth."""
+def token_matches(authorization: str | None, token: str) -> bool:
+    """True when an `Authorization: Bearer <token>` header value carries `token`."""
+    scheme, _, given = (authorization or "").partition(" ")
+    return scheme.lower() == "bearer" and secrets.compare_digest(given.strip().encode(), token.encode())
+
+
+def build_router(served: ServedModel, token: str | None,
+                 max_images: int = MAX_IMAGES_PER_REQUEST) -> APIRouter:
+    """The API routes for one served model; `token` turns on bearer-token auth.
+
+    Uploads are decoded a few at a time on the served model's decoder threads, so neither a
+    request of many images nor many requests at once hold many full-size images in memory.
+    """
     bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <token>` when "
                         "the server was started with --token or CXRKIT_TOKEN")
 
@@ -105,21 +118,20 @@ def build_router(served: ServedModel, token: str | None) -> APIRouter:
 
     @router.post("/predict", response_model=PredictResponse, **guarded)
     def predict(images: Annotated[list[UploadFile], File(
-            min_length=1, max_length=MAX_IMAGES_PER_REQUEST,
-            description=f"1 to {MAX_IMAGES_PER_REQUEST} PNG, JPEG or DICOM files in the multipart "
+            min_length=1, max_length=max_images,
+            description=f"1 to {max_images} PNG, JPEG or DICOM files in the multipart "
                         f"field '{FIELD}'")]) -> dict:
         """Class probabilities and the decision at the run's frozen operating point."""
-        grays, names = [], []
-        for upload in images:
-            name = upload.filename or "upload"
-            try:
-                grays.append(decode_image(upload.file.read(), name))
-            except UploadTooLarge as error:
-                raise HTTPException(413, str(error)) from error
-            except CxrkitError as error:
-                raise HTTPException(400, str(error)) from error
-            names.append(name)
-        predictions = served.predict(grays)
+        names = [upload.filename or "upload" for upload in images]
+        predictions = []
+        for start in range(0, len(images), DECODE_CHUNK):
+            chunk = images[start:start + DECODE_CHUNK]
+
+            def decode_and_predict(chunk=chunk):
+                return served.predict([_decode(upload, upload.filename or "upload",
+                                               served.max_pixels) for upload in chunk])
+
+            predictions += served.decoding(decode_and_predict)
         return finite_json({
             "model_id": served.model_id,
             "decision_rule": served.rule.describe(),
@@ -128,3 +140,12 @@ def build_router(served: ServedModel, token: str | None) -> APIRouter:
         })
 
     return router
+
+
+def _decode(upload: UploadFile, name: str, max_pixels: int):
+    try:
+        return decode_image(upload.file.read(), name, max_pixels)
+    except UploadTooLarge as error:
+        raise HTTPException(413, str(error)) from error
+    except CxrkitError as error:
+        raise HTTPException(400, str(error)) from error

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import csv
 import math
+import shutil
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from cxrkit.data.io import is_image_file
+from cxrkit.data.io import check_pixel_count, is_image_file
 from cxrkit.errors import CxrkitError
 from cxrkit.ood.flags import reference_summary
+from cxrkit.serve.decode import DEFAULT_MAX_PIXELS
 
+DEFAULT_CONCURRENT_DECODES = 2
 EXAMPLES_PER_CLASS = 2
 MAX_EXAMPLES = 8
 OOD_MESSAGE = ("out of distribution: this image is unlike the images the model was trained on "
@@ -81,6 +86,10 @@ def decision_rule(classes: list[str], operating_point: dict | None, source: str)
     return DecisionRule(classes, positive, threshold, str(selected))
 
 
+def _decoder(workers: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cxrkit-decode")
+
+
 @dataclass
 class ServedModel:
     """Everything the page and the API share about the model they serve."""
@@ -92,6 +101,22 @@ class ServedModel:
     test_metrics: dict | None
     source: Path
     examples: list[Path] = field(default_factory=list)
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    decoder: ThreadPoolExecutor = field(default_factory=lambda: _decoder(DEFAULT_CONCURRENT_DECODES))
+
+    def limit_decoding(self, max_pixels: int, concurrent: int) -> None:
+        """The decoding budget: pixels per image and decodes at once (server-wide)."""
+        self.max_pixels = int(max_pixels)
+        self.decoder.shutdown(wait=False)
+        self.decoder = _decoder(int(concurrent))
+
+    def decoding(self, work: Callable[[], Any]) -> Any:
+        """Run `work` (decode and predict) on one of the few decoder threads and wait for it.
+
+        Full-size images live only on these threads, so the memory they take is bounded by
+        their number however many requests arrive at once.
+        """
+        return self.decoder.submit(work).result()
 
     @property
     def classes(self) -> list[str]:
@@ -155,15 +180,58 @@ def load_served_model(path: str | Path, examples: str | Path | None = None) -> S
         runtime, source, model_id = "pytorch", run_dir, run_model_id(run_dir)
         metrics = read_run_json(run_dir, "test_metrics.json")
         operating_point = frozen_operating_point(run_dir)
-        default_examples = test_split_examples(run_dir / "split.csv")
+        default_examples = test_split_examples(run_dir / "split.csv", run_data_root(run_dir))
     rule = decision_rule(predictor.classes, operating_point, str(source))
     example_files = folder_examples(examples) if examples is not None else default_examples
     return ServedModel(predictor, model_id, runtime, rule, metrics, source, example_files)
 
 
-def test_split_examples(split_file: Path) -> list[Path]:
-    """A few test-split images per class from the run's split.csv (those that still exist)."""
-    if not split_file.is_file():
+def run_data_root(run_dir: Path) -> Path | None:
+    """The folder of the data source named in the run's config.yaml (None if it names none)."""
+    import yaml
+
+    try:
+        config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+        source = str((config.get("data") or {}).get("source") or "")
+    except (OSError, ValueError, AttributeError, yaml.YAMLError):
+        return None
+    if not source:
+        return None
+    if source.startswith(("hf:", "kaggle:")):
+        from cxrkit.data.cache import cache_root
+
+        return cache_root().resolve()
+    path = Path(source).expanduser().resolve()
+    return path if path.is_dir() else path.parent
+
+
+def usable_example(path: Path, root: Path | None) -> bool:
+    """An example a page may show: an image suffix, a regular file under `root`, readable header."""
+    from cxrkit.data.io import image_info
+
+    try:
+        resolved = path.resolve(strict=True)
+    except (OSError, RuntimeError):
+        return False
+    if not is_image_file(resolved) or not resolved.is_file():
+        return False
+    if root is not None and not resolved.is_relative_to(root):
+        return False
+    try:
+        info = image_info(resolved)
+        check_pixel_count(info["width"], info["height"], resolved)
+    except (CxrkitError, KeyError, TypeError):
+        return False
+    return True
+
+
+def test_split_examples(split_file: Path, data_root: Path | None) -> list[Path]:
+    """A few test-split images per class from the run's split.csv.
+
+    Only files that still exist, are images, and lie under the run's data source are used;
+    a run that names no data source gets no examples.
+    """
+    if not split_file.is_file() or data_root is None:
         return []
     chosen: dict[str, list[Path]] = {}
     with open(split_file, newline="") as handle:
@@ -172,7 +240,7 @@ def test_split_examples(split_file: Path) -> list[Path]:
                 continue
             picked = chosen.setdefault(row.get("label", ""), [])
             path = Path(row["path"])
-            if len(picked) < EXAMPLES_PER_CLASS and path.is_file():
+            if len(picked) < EXAMPLES_PER_CLASS and usable_example(path, data_root):
                 picked.append(path)
     return [path for paths in chosen.values() for path in paths][:MAX_EXAMPLES]
 
@@ -182,10 +250,21 @@ def folder_examples(folder: str | Path) -> list[Path]:
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise CxrkitError(f"--examples {folder}: no such folder")
-    files = sorted(path for path in folder.iterdir() if path.is_file() and is_image_file(path))
+    root = folder.resolve()
+    files = sorted(path for path in folder.iterdir() if usable_example(path, root))
     if not files:
-        raise CxrkitError(f"--examples {folder}: no PNG, JPEG or DICOM images in it")
+        raise CxrkitError(f"--examples {folder}: no readable PNG, JPEG or DICOM images in it")
     return files[:MAX_EXAMPLES]
+
+
+def copy_examples(examples: list[Path], folder: Path) -> list[Path]:
+    """Copy the example files into `folder` (server-owned), the only folder the page may serve."""
+    copies = []
+    for index, path in enumerate(examples):
+        target = folder / f"example-{index}{path.suffix.lower()}"
+        shutil.copyfile(path, target)
+        copies.append(target)
+    return copies
 
 
 def finite_json(value):
