@@ -18,6 +18,9 @@ def register(subparsers) -> None:
     parser.add_argument("--out", required=True, help="CSV to write (path, predicted label, prob_<class>...)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    parser.add_argument("--site", metavar="NAME",
+                        help="decide at this site operating point (made by `cxrkit calibrate "
+                             "--select`) instead of the most probable class")
     parser.set_defaults(func=run)
 
 
@@ -50,6 +53,12 @@ def run(args: argparse.Namespace) -> int:
     if out.exists() and not args.overwrite:
         raise CxrkitError(f"--out {out} already exists; pass --overwrite to replace it")
     predictor = load(args.model)
+    site_points = None
+    if args.site:
+        from cxrkit.evaluation.thresholds import describe_point, load_site_points
+
+        site_points = load_site_points(predictor.run_dir, args.site)
+        print(f"using {describe_point(site_points)}", flush=True)
     paths, ignored = collect_images(args.images)
     readable, failed = [], []
     for path in paths:
@@ -60,12 +69,21 @@ def run(args: argparse.Namespace) -> int:
     with tqdm(total=len(readable), unit="img", desc="predict") as bar:
         probabilities = predictor.predict_proba([image for _, image in readable], args.batch_size,
                                                 progress=bar.update)
+    decided = probabilities.argmax(axis=1)
+    extra_header, extra = [], []
+    if site_points is not None:
+        from cxrkit.evaluation.thresholds import predict_at
+
+        decided = predict_at(probabilities, site_points)
+        extra_header, extra = ["operating_point"], [site_points["selected"]]
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["path", "predicted", *[f"prob_{c}" for c in predictor.classes]])
-        for (path, _), row in zip(readable, probabilities, strict=False):
-            writer.writerow([path, predictor.classes[int(row.argmax())], *[f"{p:.6f}" for p in row]])
+        writer.writerow(["path", "predicted", *[f"prob_{c}" for c in predictor.classes],
+                         *extra_header])
+        for (path, _), row, index in zip(readable, probabilities, decided, strict=False):
+            writer.writerow([path, predictor.classes[int(index)], *[f"{p:.6f}" for p in row],
+                             *extra])
     print(f"wrote {len(readable)} prediction(s) to {out}")
     for _path, reason in failed:
         print(f"skipped: {reason}")

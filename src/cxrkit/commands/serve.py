@@ -27,6 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="largest accepted upload, in MB (default 20)")
     parser.add_argument("--examples", help="folder of example images for the page "
                                            "(default: a few test-split images of the run)")
+    parser.add_argument("--site", metavar="NAME",
+                        help="decide at this site operating point of the run (made by "
+                             "`cxrkit calibrate --select`)")
     parser.set_defaults(func=handler)
 
 
@@ -43,13 +46,14 @@ def handler(args: argparse.Namespace) -> int:
     from cxrkit.serve.app import build_app
 
     app = build_app(args.model, token=token, max_upload_mb=args.max_upload_mb,
-                    examples=args.examples)
+                    examples=args.examples, site=args.site)
     if args.host not in LOOPBACK and token is None:
         print(f"warning: serving on {args.host} without a token: anyone who can reach this "
               f"address can use the model; set --token or {TOKEN_VARIABLE}")
     url = f"http://{args.host}:{args.port}"
     print(f"serving {args.model} at {url}/ (API {url}/api/v1, spec {url}/openapi.json); "
           "press Ctrl+C to stop", flush=True)
+    print(f"decision: {app.state.served.rule.describe()}", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 

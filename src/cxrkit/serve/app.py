@@ -80,9 +80,11 @@ async def _json_error(send, status: int, detail: str) -> None:
 
 
 def build_app(model_path: str | Path, token: str | None = None,
-              max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, examples: str | Path | None = None):
-    """The FastAPI app serving `model_path` (run folder, model.ckpt or .onnx) on one port."""
-    return build_served_app(load_served_model(model_path, examples), token, max_upload_mb)
+              max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, examples: str | Path | None = None,
+              site: str | None = None):
+    """The FastAPI app serving `model_path` (run folder, model.ckpt or .onnx) on one port;
+    `site` decides at that site operating point of the run."""
+    return build_served_app(load_served_model(model_path, examples, site), token, max_upload_mb)
 
 
 def build_served_app(served: ServedModel, token: str | None = None,
@@ -100,6 +102,7 @@ def build_served_app(served: ServedModel, token: str | None = None,
         description=f"Chest X-ray classifier `{served.model_id}` ({', '.join(served.classes)}). "
                     "Not for clinical use.")
     app.include_router(build_router(served, token))
+    app.state.served = served
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:

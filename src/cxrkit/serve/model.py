@@ -29,6 +29,7 @@ class DecisionRule:
     positive_class: str | None = None
     threshold: float | None = None
     operating_point: str | None = None
+    chosen_on: str = "the validation split"
 
     def decide(self, probabilities: np.ndarray, threshold: float | None = None) -> str:
         """The decided class; `threshold` overrides the frozen one (binary models only)."""
@@ -48,7 +49,7 @@ class DecisionRule:
             return ("no frozen operating point in this model (run `cxrkit evaluate RUN`): "
                     "the decision is the most probable class")
         return (f"{self.positive_class} when P({self.positive_class}) >= {self.threshold:.4g}, "
-                f"the operating point '{self.operating_point}' chosen on the validation split")
+                f"the operating point '{self.operating_point}' chosen on {self.chosen_on}")
 
     def as_dict(self) -> dict:
         rule = "threshold" if self.threshold is not None else "argmax"
@@ -75,7 +76,9 @@ def decision_rule(classes: list[str], operating_point: dict | None, source: str)
         raise CxrkitError(f"{source}: operating point (positive class {positive!r}, threshold "
                           f"{threshold}) does not fit classes {list(classes)}; "
                           "re-run `cxrkit evaluate`")
-    return DecisionRule(classes, positive, threshold, str(selected))
+    chosen_on = operating_point.get("chosen_on", "val")
+    return DecisionRule(classes, positive, threshold, str(selected),
+                        "the validation split" if chosen_on == "val" else chosen_on)
 
 
 @dataclass
@@ -121,8 +124,10 @@ class ServedModel:
         })
 
 
-def load_served_model(path: str | Path, examples: str | Path | None = None) -> ServedModel:
-    """Load a run folder, model.ckpt or exported .onnx file for serving."""
+def load_served_model(path: str | Path, examples: str | Path | None = None,
+                      site: str | None = None) -> ServedModel:
+    """Load a run folder, model.ckpt or exported .onnx file for serving; `site` names a site
+    operating point of the run (made by `cxrkit calibrate --select`) to decide at."""
     from cxrkit.export import frozen_operating_point, read_run_json, run_model_id
     from cxrkit.inference import load
 
@@ -132,11 +137,19 @@ def load_served_model(path: str | Path, examples: str | Path | None = None) -> S
         runtime, model_id, metrics = "onnxruntime", predictor.model_id, predictor.test_metrics
         source, operating_point = path, predictor.operating_point
         default_examples: list[Path] = []
+        if site is not None:
+            from cxrkit.evaluation.thresholds import load_site_points
+
+            load_site_points(None, site)  # refuses: site points live in the run folder
     else:
         run_dir = predictor.run_dir
         runtime, source, model_id = "pytorch", run_dir, run_model_id(run_dir)
         metrics = read_run_json(run_dir, "test_metrics.json")
         operating_point = frozen_operating_point(run_dir)
+        if site is not None:
+            from cxrkit.evaluation.thresholds import load_site_points
+
+            operating_point = load_site_points(run_dir, site)
         default_examples = test_split_examples(run_dir / "split.csv")
     rule = decision_rule(predictor.classes, operating_point, str(source))
     example_files = folder_examples(examples) if examples is not None else default_examples
