@@ -30,6 +30,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--site", metavar="NAME",
                         help="decide at this site operating point of the run (made by "
                              "`cxrkit calibrate --select`)")
+    parser.add_argument("--log", metavar="URL",
+                        help="silent-mode monitoring: record every scored image (time, model, "
+                             "operating point, scores, decision, image sha256; never the image) "
+                             "in this SQLite file or database URL; read it with `cxrkit monitor`")
     parser.set_defaults(func=handler)
 
 
@@ -46,7 +50,7 @@ def handler(args: argparse.Namespace) -> int:
     from cxrkit.serve.app import build_app
 
     app = build_app(args.model, token=token, max_upload_mb=args.max_upload_mb,
-                    examples=args.examples, site=args.site)
+                    examples=args.examples, site=args.site, log=args.log)
     if args.host not in LOOPBACK and token is None:
         print(f"warning: serving on {args.host} without a token: anyone who can reach this "
               f"address can use the model; set --token or {TOKEN_VARIABLE}")
@@ -54,6 +58,8 @@ def handler(args: argparse.Namespace) -> int:
     print(f"serving {args.model} at {url}/ (API {url}/api/v1, spec {url}/openapi.json); "
           "press Ctrl+C to stop", flush=True)
     print(f"decision: {app.state.served.rule.describe()}", flush=True)
+    if args.log:
+        print(f"logging every scored image to {args.log} (no images are stored)", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 

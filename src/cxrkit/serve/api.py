@@ -4,6 +4,7 @@ Every error a client can cause is a 4xx JSON body `{"detail": "<one line>"}`: no
 a corrupt image, an upload over the size limit, a missing or wrong field, a bad token.
 """
 
+import hashlib
 import secrets
 from typing import Annotated
 
@@ -95,17 +96,20 @@ def build_router(served: ServedModel, token: str | None) -> APIRouter:
             description=f"1 to {MAX_IMAGES_PER_REQUEST} PNG, JPEG or DICOM files in the multipart "
                         f"field '{FIELD}'")]) -> dict:
         """Class probabilities and the decision at the run's frozen operating point."""
-        grays, names = [], []
+        grays, names, hashes = [], [], []
         for upload in images:
             name = upload.filename or "upload"
+            content = upload.file.read()
+            hashes.append(hashlib.sha256(content).hexdigest())
             try:
-                grays.append(decode_image(upload.file.read(), name))
+                grays.append(decode_image(content, name))
             except UploadTooLarge as error:
                 raise HTTPException(413, str(error)) from error
             except CxrkitError as error:
                 raise HTTPException(400, str(error)) from error
             names.append(name)
         predictions = served.predict(grays)
+        served.log_requests(predictions, hashes)
         return finite_json({
             "model_id": served.model_id,
             "decision_rule": served.rule.describe(),

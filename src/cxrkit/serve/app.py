@@ -81,10 +81,16 @@ async def _json_error(send, status: int, detail: str) -> None:
 
 def build_app(model_path: str | Path, token: str | None = None,
               max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, examples: str | Path | None = None,
-              site: str | None = None):
+              site: str | None = None, log: str | None = None):
     """The FastAPI app serving `model_path` (run folder, model.ckpt or .onnx) on one port;
-    `site` decides at that site operating point of the run."""
-    return build_served_app(load_served_model(model_path, examples, site), token, max_upload_mb)
+    `site` decides at that site operating point of the run; `log` records every scored image
+    in that request log (SQLite path or database URL)."""
+    served = load_served_model(model_path, examples, site)
+    if log is not None:
+        from cxrkit.deployment.request_log import RequestLog
+
+        served.request_log = RequestLog(log)
+    return build_served_app(served, token, max_upload_mb)
 
 
 def build_served_app(served: ServedModel, token: str | None = None,

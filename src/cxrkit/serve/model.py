@@ -92,6 +92,7 @@ class ServedModel:
     test_metrics: dict | None
     source: Path
     examples: list[Path] = field(default_factory=list)
+    request_log: Any = None  # a cxrkit.deployment.request_log.RequestLog with `serve --log`
 
     @property
     def classes(self) -> list[str]:
@@ -109,6 +110,14 @@ class ServedModel:
                  "decision": self.rule.decide(row),
                  "threshold": self.rule.threshold,
                  "positive_class": self.rule.positive_class} for row in probabilities]
+
+    def log_requests(self, predictions: list[dict], image_hashes: list[str]) -> None:
+        """Record scored images in the request log, if the server keeps one (never the image)."""
+        if self.request_log is None:
+            return
+        self.request_log.record(self.model_id, [
+            {**prediction, "operating_point": self.rule.operating_point, "image_sha256": digest}
+            for prediction, digest in zip(predictions, image_hashes, strict=True)])
 
     def card(self) -> dict:
         """What a client needs to know: classes, input contract, decision rule, test metrics."""
