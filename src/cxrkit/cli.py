@@ -13,7 +13,7 @@ from cxrkit.errors import CxrkitError
 COMMAND_MODULES = (
     "train", "predict", "recipes", "quickstart", "evaluate", "compare", "data",
     "explain", "export", "serve", "experiment", "tune", "calibrate",
-    "monitor",
+    "monitor", "compare_deployment",
 )
 
 
