@@ -15,12 +15,19 @@ def register(subparsers) -> None:
         description="Example: cxrkit predict runs/tb-fast ../shared/data/tb/Tuberculosis --out preds.csv")
     parser.add_argument("model", help="run folder, model.ckpt or model.onnx")
     parser.add_argument("images", nargs="+", help="image files and/or folders (searched recursively)")
-    parser.add_argument("--out", required=True, help="CSV to write (path, predicted label, prob_<class>...)")
+    parser.add_argument("--out", required=True, help="CSV to write (path, predicted label, prob_<class>...); "
+                                                     "with --format fhir a .json Bundle or .ndjson")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     parser.add_argument("--site", metavar="NAME",
                         help="decide at this site operating point (made by `cxrkit calibrate "
                              "--select`) instead of the most probable class")
+    parser.add_argument("--format", choices=["csv", "fhir"], default="csv",
+                        help="csv (default) or fhir: one FHIR R4 Observation per image with model "
+                             "id, operating point, score and decision (needs cxrkit[fhir])")
+    parser.add_argument("--sr-dir", metavar="DIR",
+                        help="also write a DICOM SR (TID 1500) per DICOM input into DIR "
+                             "(needs cxrkit[dicom])")
     parser.set_defaults(func=run)
 
 
@@ -52,6 +59,10 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise CxrkitError(f"--out {out} already exists; pass --overwrite to replace it")
+    if args.format == "fhir" or args.sr_dir:
+        from cxrkit.deployment.standards import require_extras
+
+        require_extras(args.format == "fhir", bool(args.sr_dir))
     predictor = load(args.model)
     site_points = None
     if args.site:
@@ -69,6 +80,10 @@ def run(args: argparse.Namespace) -> int:
     with tqdm(total=len(readable), unit="img", desc="predict") as bar:
         probabilities = predictor.predict_proba([image for _, image in readable], args.batch_size,
                                                 progress=bar.update)
+    if args.format == "fhir" or args.sr_dir:
+        standard_outputs(args, predictor, readable, probabilities, site_points)
+    if args.format == "fhir":
+        return report_skipped(failed, ignored)
     decided = probabilities.argmax(axis=1)
     extra_header, extra = [], []
     if site_points is not None:
@@ -85,8 +100,30 @@ def run(args: argparse.Namespace) -> int:
             writer.writerow([path, predictor.classes[int(index)], *[f"{p:.6f}" for p in row],
                              *extra])
     print(f"wrote {len(readable)} prediction(s) to {out}")
+    return report_skipped(failed, ignored)
+
+
+def report_skipped(failed: list, ignored: list) -> int:
     for _path, reason in failed:
         print(f"skipped: {reason}")
     if ignored:
         print(f"ignored {len(ignored)} non-image file(s), e.g. {ignored[0]}")
     return 0
+
+
+def standard_outputs(args, predictor, readable, probabilities, site_points) -> None:
+    """--format fhir and --sr-dir: decisions at the (site) operating point, as the server makes."""
+    from cxrkit.deployment.standards import decisions, write_fhir, write_srs
+
+    paths = [path for path, _ in readable]
+    model_id, predictions = decisions(predictor, probabilities, site_points)
+    if predictions:
+        print(f"decision: {predictions[0]['operating_point'] or 'argmax'} (model {model_id})")
+    if args.format == "fhir":
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_fhir(out, paths, model_id, predictions)
+        print(f"wrote {len(paths)} FHIR Observation(s) to {out}")
+    if args.sr_dir:
+        written = write_srs(Path(args.sr_dir), paths, model_id, predictions, args.overwrite)
+        print(f"wrote {len(written)} DICOM SR(s) to {args.sr_dir}")

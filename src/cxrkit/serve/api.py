@@ -6,11 +6,12 @@ a corrupt image, an upload over the size limit, a missing or wrong field, a bad 
 
 import hashlib
 import secrets
-from typing import Annotated
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, File, HTTPException, UploadFile
+from fastapi import APIRouter, Depends, File, HTTPException, Query, UploadFile
+from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from cxrkit.errors import CxrkitError
 from cxrkit.serve.decode import UploadTooLarge, decode_image
@@ -42,6 +43,15 @@ class PredictResponse(BaseModel):
     model_id: str
     decision_rule: str
     predictions: list[ImagePrediction]
+
+
+class FhirBundle(BaseModel):
+    """`?format=fhir`: a FHIR R4 collection Bundle, one Observation per image."""
+
+    model_config = ConfigDict(extra="allow")
+    resourceType: Literal["Bundle"]
+    type: str
+    entry: list[dict]
 
 
 class ModelCard(BaseModel):
@@ -90,11 +100,14 @@ def build_router(served: ServedModel, token: str | None) -> APIRouter:
         """Classes, the input contract, the decision rule and the run's test metrics."""
         return served.card()
 
-    @router.post("/predict", response_model=PredictResponse, **guarded)
+    @router.post("/predict", response_model=PredictResponse | FhirBundle, **guarded)
     def predict(images: Annotated[list[UploadFile], File(
             min_length=1, max_length=MAX_IMAGES_PER_REQUEST,
             description=f"1 to {MAX_IMAGES_PER_REQUEST} PNG, JPEG or DICOM files in the multipart "
-                        f"field '{FIELD}'")]) -> dict:
+                        f"field '{FIELD}'")],
+                format: Annotated[Literal["json", "fhir"], Query(
+                    description="json (default) or fhir: a FHIR R4 Bundle of one Observation "
+                                "per image")] = "json"):
         """Class probabilities and the decision at the run's frozen operating point."""
         grays, names, hashes = [], [], []
         for upload in images:
@@ -110,6 +123,8 @@ def build_router(served: ServedModel, token: str | None) -> APIRouter:
             names.append(name)
         predictions = served.predict(grays)
         served.log_requests(predictions, hashes)
+        if format == "fhir":
+            return JSONResponse(fhir_response(served, names, hashes, predictions))
         return finite_json({
             "model_id": served.model_id,
             "decision_rule": served.rule.describe(),
@@ -118,3 +133,17 @@ def build_router(served: ServedModel, token: str | None) -> APIRouter:
         })
 
     return router
+
+
+def fhir_response(served: ServedModel, names: list[str], hashes: list[str],
+                  predictions: list[dict]) -> dict:
+    """A FHIR Bundle with one Observation per image (needs the cxrkit[fhir] extra)."""
+    from cxrkit.deployment.standards import fhir_bundle, fhir_observation
+
+    try:
+        observations = [fhir_observation({**p, "operating_point": served.rule.operating_point},
+                                         served.model_id, name, digest)
+                        for name, digest, p in zip(names, hashes, predictions, strict=True)]
+    except CxrkitError as error:
+        raise HTTPException(400, f"format=fhir is not available on this server: {error}") from error
+    return fhir_bundle(observations)
