@@ -30,33 +30,72 @@ PSI_BINS = 10
 PSI_MAX = 0.25
 KS_MAX = 0.2
 DEFAULT_MIN_SENSITIVITY = 0.90
-COLUMNS = ("time", "model_id", "operating_point", "score", "decision", "positive_class",
-           "ood_flag", "image_sha256")
+REFERRED = "CASE WHEN decision = positive_class THEN 1 ELSE 0 END"
+OOD = "CASE WHEN ood_flag IS NULL THEN -1 WHEN ood_flag THEN 1 ELSE 0 END"
 
 
-def read_log(text: str) -> pd.DataFrame:
-    """The logged requests (the columns the monitor needs), oldest first."""
-    from sqlalchemy import select
+def _query(engine, sql: str, text: str) -> list[tuple]:
+    """Rows of plain SQL through the DB-API cursor (tuples: fast for a million rows)."""
     from sqlalchemy.exc import DBAPIError
 
-    from cxrkit.deployment.request_log import connect
-
-    engine, table = connect(text)
-    query = select(*[table.c[name] for name in COLUMNS]).order_by(table.c.id)
     try:
-        with engine.connect() as connection:
-            result = connection.execute(query)
-            frame = pd.DataFrame(result.fetchall(), columns=list(COLUMNS))
-    except DBAPIError as error:
+        raw = engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            cursor.execute(sql)
+            return cursor.fetchall()
+        finally:
+            raw.close()
+    except (DBAPIError, engine.dialect.dbapi.Error) as error:
         raise CxrkitError(f"{text}: the request log cannot be read "
                           f"({str(getattr(error, 'orig', error)).splitlines()[0]}); restore it "
                           "from a backup or start a new one") from error
+
+
+def _columns(rows: list[tuple], width: int) -> np.ndarray:
+    from itertools import chain
+
+    return np.fromiter(chain.from_iterable(rows), np.float64,
+                       count=len(rows) * width).reshape(len(rows), width)
+
+
+def read_log(text: str) -> tuple[pd.DataFrame, dict]:
+    """The logged requests (time, score, referred, ood), oldest first, and counts per model,
+    operating point and positive class."""
+    from cxrkit.deployment.request_log import TABLE, connect
+
+    engine, _ = connect(text)
+    try:
+        values = _columns(_query(engine, f"SELECT time, score, {REFERRED}, {OOD} FROM {TABLE} "
+                                         "ORDER BY id", text), 4)
+        counts = {column: dict(_query(engine, f"SELECT {column}, COUNT(*) FROM {TABLE} "
+                                              f"GROUP BY {column}", text))
+                  for column in ("model_id", "operating_point", "positive_class")}
+        counts["n_images"] = _query(engine, f"SELECT COUNT(DISTINCT image_sha256) FROM {TABLE}",
+                                    text)[0][0]
     finally:
         engine.dispose()
-    if frame.empty:
+    if not len(values):
         raise CxrkitError(f"{text}: no requests logged yet")
+    frame = pd.DataFrame({"time": pd.to_datetime(values[:, 0], unit="s", utc=True),
+                          "score": values[:, 1], "referred": values[:, 2] > 0,
+                          "ood": np.where(values[:, 3] < 0, np.nan, values[:, 3])})
+    return frame, counts
+
+
+def first_requests(text: str) -> pd.DataFrame:
+    """image_sha256, time and referred of each image's first request (for outcomes)."""
+    from cxrkit.deployment.request_log import TABLE, connect
+
+    engine, _ = connect(text)
+    try:
+        rows = _query(engine, f"SELECT image_sha256, time, {REFERRED} FROM {TABLE} WHERE id IN "
+                              f"(SELECT MIN(id) FROM {TABLE} GROUP BY image_sha256)", text)
+    finally:
+        engine.dispose()
+    frame = pd.DataFrame(rows, columns=["image_sha256", "time", "referred"])
     frame["time"] = pd.to_datetime(frame["time"].astype(np.float64), unit="s", utc=True)
-    frame["score"] = frame["score"].astype(np.float64)
+    frame["referred"] = frame["referred"].astype(bool)
     return frame
 
 
@@ -87,16 +126,14 @@ def rates_over_time(log: pd.DataFrame) -> pd.DataFrame:
     """Requests, referral rate and OOD rate per day (per hour for logs under two days)."""
     span = log["time"].iloc[-1] - log["time"].iloc[0]
     frequency = "h" if span < pd.Timedelta(days=2) else "D"
-    frame = pd.DataFrame({"time": log["time"],
-                          "referred": log["decision"] == log["positive_class"],
-                          "ood": log["ood_flag"].astype("float64")})
-    grouped = frame.groupby(pd.Grouper(key="time", freq=frequency))
+    grouped = log.groupby(pd.Grouper(key="time", freq=frequency))
     table = pd.DataFrame({"requests": grouped.size(), "referral_rate": grouped["referred"].mean(),
                           "ood_rate": grouped["ood"].mean()})
     return table[table["requests"] > 0].reset_index()
 
 
-def read_outcomes(path: str | Path, log: pd.DataFrame) -> pd.DataFrame:
+def read_outcomes(path: str | Path, first: pd.DataFrame,
+                  positive_name: str | None) -> pd.DataFrame:
     """outcomes.csv (image_sha256 or path, and outcome/label) joined to the first request of
     each image; positive outcome = the positive class name, 1, true or yes."""
     from cxrkit.export import file_sha256
@@ -116,7 +153,6 @@ def read_outcomes(path: str | Path, log: pd.DataFrame) -> pd.DataFrame:
     if "image_sha256" not in table.columns:
         table["image_sha256"] = [file_sha256(path.parent / p) if (path.parent / p).is_file()
                                  else "" for p in table["path"]]
-    first = log.drop_duplicates("image_sha256")
     unknown = ~table["image_sha256"].isin(first["image_sha256"])
     if unknown.any():
         example = table.loc[unknown].iloc[0]
@@ -124,8 +160,6 @@ def read_outcomes(path: str | Path, log: pd.DataFrame) -> pd.DataFrame:
                           f"name images the log never scored (e.g. "
                           f"{example.get('path') or example['image_sha256']}); check that the "
                           "outcomes belong to this log, or remove those rows")
-    positive_class = first["positive_class"].dropna()
-    positive_name = positive_class.iloc[0] if len(positive_class) else None
     values = table[outcome].str.strip().str.lower()
     table["positive"] = values.isin({"1", "true", "yes", "positive",
                                      str(positive_name).lower()})
@@ -143,7 +177,7 @@ def wilson(k: int, n: int) -> list[float] | None:
 
 def running_accuracy(joined: pd.DataFrame, min_sensitivity: float) -> dict:
     """Sensitivity and specificity of the logged decisions against confirmed outcomes."""
-    called = (joined["decision"] == joined["positive_class"]).to_numpy()
+    called = joined["referred"].to_numpy(dtype=bool)
     positive = joined["positive"].to_numpy(dtype=bool)
     true_positive, n_positive = int((called & positive).sum()), int(positive.sum())
     true_negative, n_negative = int((~called & ~positive).sum()), int((~positive).sum())
@@ -183,19 +217,21 @@ def monitor_log(log_url: str, outcomes: str | Path | None = None,
         raise CxrkitError(f"--min-sensitivity {min_sensitivity}: give a value between 0 and 1")
     reference_scores, calibration = (read_reference_scores(reference) if reference is not None
                                      else (None, None))
-    log = read_log(log_url)
-    joined = read_outcomes(outcomes, log) if outcomes is not None else None
+    log, counts = read_log(log_url)
+    joined = None
+    if outcomes is not None:
+        positive_names = [name for name in counts["positive_class"] if name]
+        joined = read_outcomes(outcomes, first_requests(log_url),
+                               positive_names[0] if positive_names else None)
     document = {
         "cxrkit_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "log": log_url, "n_requests": int(len(log)),
-        "n_images": int(log["image_sha256"].nunique()),
+        "log": log_url, "n_requests": int(len(log)), "n_images": int(counts["n_images"]),
         "first": log["time"].iloc[0].isoformat(), "last": log["time"].iloc[-1].isoformat(),
-        "models": log["model_id"].value_counts().to_dict(),
-        "operating_points": log["operating_point"].fillna("argmax").value_counts().to_dict(),
-        "referral_rate": float((log["decision"] == log["positive_class"]).mean()),
-        "ood_rate": (float(log["ood_flag"].dropna().astype(float).mean())
-                     if log["ood_flag"].notna().any() else None),
+        "models": counts["model_id"],
+        "operating_points": {name or "argmax": n for name, n in counts["operating_point"].items()},
+        "referral_rate": float(log["referred"].mean()),
+        "ood_rate": float(log["ood"].mean()) if log["ood"].notna().any() else None,
         "reference": str(reference) if reference is not None else None,
     }
     if reference_scores is not None:
