@@ -149,7 +149,9 @@ def choose_site_threshold(positive: np.ndarray, scores: np.ndarray, rule: str,
 
 def check_point(positive: np.ndarray, scores: np.ndarray, threshold: float,
                 n_resamples: int, seed: int) -> dict:
-    """Sensitivity and specificity at `threshold` on the check part, with bootstrap 95% CIs."""
+    """Sensitivity and specificity at `threshold` on the check part, with bootstrap 95% CIs
+    (Wilson's when the bootstrap interval collapses to a point at 0 or 100%)."""
+    from cxrkit.deployment.monitor import wilson
     from cxrkit.deployment.tables import rates_at
     from cxrkit.evaluation.bootstrap import bootstrap_threshold_rates
 
@@ -157,13 +159,19 @@ def check_point(positive: np.ndarray, scores: np.ndarray, threshold: float,
     boot_sensitivity, boot_specificity, _ = bootstrap_threshold_rates(
         positive, scores, np.array([threshold]), n_resamples, seed)
 
-    def interval(values: np.ndarray) -> list[float]:
-        return [float(v) for v in np.percentile(values[:, 0], [2.5, 97.5])]
+    positive = np.asarray(positive, dtype=bool)
 
-    return {"n": int(len(positive)), "n_positive": int(np.sum(positive)),
+    def interval(values: np.ndarray, rate: float, n: int) -> list[float]:
+        low, high = (float(v) for v in np.percentile(values[:, 0], [2.5, 97.5]))
+        if low == high:  # no errors (or all): the bootstrap collapses; Wilson does not
+            return wilson(round(rate * n), n)
+        return [low, high]
+
+    return {"n": int(len(positive)), "n_positive": int(positive.sum()),
             "sensitivity": float(sensitivity[0]), "specificity": float(specificity[0]),
-            "sensitivity_ci95": interval(boot_sensitivity),
-            "specificity_ci95": interval(boot_specificity)}
+            "sensitivity_ci95": interval(boot_sensitivity, sensitivity[0], int(positive.sum())),
+            "specificity_ci95": interval(boot_specificity, specificity[0],
+                                         int((~positive).sum()))}
 
 
 def target_warning(check: dict, rule: str, value: float | None) -> str | None:
