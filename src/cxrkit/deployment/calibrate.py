@@ -130,7 +130,8 @@ def split_parts(table: pd.DataFrame, check_fraction: float, seed: int) -> np.nda
 
 def choose_site_threshold(positive: np.ndarray, scores: np.ndarray, rule: str,
                           value: float | None) -> dict:
-    """The point chosen on the calibration part, with its rule and calibration-part rates."""
+    """The point chosen on the calibration part, with its rule and calibration-part rates;
+    the threshold sits midway between the chosen score and the next lower one."""
     from cxrkit.evaluation.thresholds import (
         DEFAULT_TARGET_SENSITIVITY,
         _rates,
@@ -143,6 +144,13 @@ def choose_site_threshold(positive: np.ndarray, scores: np.ndarray, rule: str,
     points = choose_thresholds(positive, scores, value or DEFAULT_TARGET_SENSITIVITY)
     name = sensitivity_point_name(value) if rule == "sensitivity" else rule
     point = points[name]
+    # The chosen threshold is some image's score; recomputing that score elsewhere (another
+    # batch size, float32 in the server) can land a hair below it and flip the decision. The
+    # midpoint to the next lower score makes the same decisions here and is robust to that.
+    below = scores[scores < point["threshold"]]
+    if len(below):
+        midpoint = (point["threshold"] + below.max()) / 2
+        point |= _rates(positive, scores, midpoint)
     point["rule"] = point["rule"] + " on the site calibration part"
     return point
 

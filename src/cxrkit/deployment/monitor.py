@@ -151,8 +151,12 @@ def read_outcomes(path: str | Path, first: pd.DataFrame,
         raise CxrkitError(f"--outcomes {path}: needs an image_sha256 (or path) column and an "
                           "outcome (or label) column")
     if "image_sha256" not in table.columns:
-        table["image_sha256"] = [file_sha256(path.parent / p) if (path.parent / p).is_file()
-                                 else "" for p in table["path"]]
+        files = [path.parent / p for p in table["path"]]
+        absent = [str(f) for f in files if not f.is_file()]
+        if absent:
+            raise CxrkitError(f"--outcomes {path}: {len(absent)} listed image(s) do not exist "
+                              f"(e.g. {absent[0]}); paths are relative to the CSV's folder")
+        table["image_sha256"] = [file_sha256(f) for f in files]
     unknown = ~table["image_sha256"].isin(first["image_sha256"])
     if unknown.any():
         example = table.loc[unknown].iloc[0]
