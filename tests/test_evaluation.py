@@ -14,11 +14,12 @@ from sklearn import metrics as skm
 from conftest import write_image
 from cxrkit.cli import main
 from cxrkit.data.preprocess import Preprocessing
+from cxrkit.data.sources import parse_class_map
 from cxrkit.errors import CxrkitError
 from cxrkit.evaluation import evaluate_run
 from cxrkit.evaluation.bootstrap import bootstrap_intervals, resample_weights, weighted_auc
 from cxrkit.evaluation.calibration import apply_temperature, fit_temperature
-from cxrkit.evaluation.external import match_classes, parse_class_map
+from cxrkit.evaluation.external import match_classes
 from cxrkit.evaluation.run import collapsed_interval_notes, is_tuberculosis
 from cxrkit.evaluation.thresholds import choose_thresholds, positive_class_index
 from cxrkit.inference import CHECKPOINT_FORMAT

@@ -20,8 +20,19 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class DataSource(Section):
+    """One data source of several: its path, site name and class renaming (data class -> class)."""
+
+    path: str
+    site: str | None = None
+    class_map: dict[str, str] = {}
+
+
 class DataConfig(Section):
     source: str | None = None
+    site: str | None = None
+    class_map: dict[str, str] = {}
+    sources: list[DataSource] = []
     group_pattern: str | None = None
     split_file: str | None = None
     val_fraction: float = Field(0.1, gt=0, lt=0.5)
@@ -31,6 +42,17 @@ class DataConfig(Section):
     near_duplicate_distance: int = Field(4, ge=0, le=32)
     cache_dir: str | None = None
     num_workers: int = Field(0, ge=0)
+
+    def all_sources(self) -> list[DataSource]:
+        """Every source: `sources`, or the single `source` with its `site` and `class_map`."""
+        if self.sources:
+            if self.source:
+                raise CxrkitError("data.source and data.sources are both set; list every source "
+                                  "under data.sources (or give --data once per source)")
+            return list(self.sources)
+        if not self.source:
+            return []
+        return [DataSource(path=self.source, site=self.site, class_map=self.class_map)]
 
 
 class PreprocessConfig(Section):

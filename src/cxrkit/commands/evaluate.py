@@ -40,8 +40,8 @@ def register(subparsers) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
+    from cxrkit.data.sources import parse_class_map
     from cxrkit.evaluation import evaluate_run
-    from cxrkit.evaluation.external import parse_class_map
 
     result = evaluate_run(
         args.run, data=args.data, split=args.split, class_map=parse_class_map(args.class_map),
@@ -75,6 +75,11 @@ def summary_text(result: dict) -> str:
     lines += [with_ci("roc_auc"), with_ci("accuracy")]
     if "sensitivity" in result:
         lines += [with_ci("sensitivity"), with_ci("specificity")]
+    if len(result.get("per_site", {}).get("sites", {})) > 1:
+        from cxrkit.evaluation.sites import per_site_lines
+
+        lines.append("per site (95% CI):")
+        lines += ["  " + line for line in per_site_lines(result["per_site"])]
     lines += [f"warning: {w}" for w in result["warnings"]]
     lines.append(f"report: {result['outputs']['dir']}/report.html")
     return "\n".join(lines)

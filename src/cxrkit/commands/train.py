@@ -8,8 +8,6 @@ from cxrkit.config import parse_override
 
 # CLI flag -> dotted config key; every other field is reachable with --set KEY=VALUE.
 FLAGS = {
-    "data": ("data.source", str, "DIR|CSV|hf:NAME|kaggle:HANDLE", "images: class folders, train/val/test "
-             "folders or a CSV manifest"),
     "name": ("name", str, "NAME", "run folder name (default: the recipe name)"),
     "output_dir": ("output_dir", str, "DIR", "where run folders go (default: runs)"),
     "split_file": ("data.split_file", str, "CSV|RUN", "reuse a split.csv (or a run's) for identical test sets"),
@@ -44,7 +42,16 @@ FLAGS = {
 
 
 def add_config_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
-    """Add the common config flags and --set to a parser (shared by train/quickstart)."""
+    """Add --data/--site/--class-map, the common config flags and --set to a parser."""
+    parser.add_argument("--data", action="append", default=[], metavar="DIR|CSV|hf:NAME|kaggle:HANDLE",
+                        help="images: class folders, train/val/test folders or a CSV manifest; repeat "
+                             "for several sources (sites)")
+    parser.add_argument("--site", action="append", default=[], metavar="NAME",
+                        help="site (hospital) of each --data source, in order (default: the source's "
+                             "name; a CSV's own site column wins)")
+    parser.add_argument("--class-map", action="append", default=[], metavar="DATA=CLASS,...",
+                        help="rename classes of each --data source, in order, e.g. "
+                             "normal=Normal,tb=Tuberculosis ('-' for none)")
     for flag, (_, kind, metavar, text) in FLAGS.items():
         if flag not in skip:
             parser.add_argument("--" + flag.replace("_", "-"), dest=flag, type=kind, metavar=metavar, help=text)
@@ -52,8 +59,28 @@ def add_config_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()
                         help="any config field, e.g. --set augment.hflip=0.5 (repeatable)")
 
 
+def source_overrides(data: list[str], sites: list[str], class_maps: list[str]) -> dict:
+    """Config fields of the --data sources; --site and --class-map apply to them in order."""
+    from cxrkit.data.sources import parse_class_map
+    from cxrkit.errors import CxrkitError
+
+    for option, values in (("--site", sites), ("--class-map", class_maps)):
+        if values and len(values) != len(data):
+            raise CxrkitError(f"{option} is given {len(values)} time(s) for {len(data)} --data "
+                              f"source(s); give it once per --data, in the same order ('-' for none)")
+    sites = [None if s in ("", "-") else s for s in sites] or [None] * len(data)
+    maps = [parse_class_map(text) for text in class_maps] or [{}] * len(data)
+    if len(data) == 1:
+        return {"data.source": data[0], "data.site": sites[0], "data.class_map": maps[0] or None}
+    if len(data) > 1:
+        return {"data.sources": [{"path": path, "site": site, "class_map": mapping}
+                                 for path, site, mapping in zip(data, sites, maps, strict=True)]}
+    return {}
+
+
 def overrides_from_args(args: argparse.Namespace) -> dict:
     overrides = {key: getattr(args, flag, None) for flag, (key, *_) in FLAGS.items()}
+    overrides.update(source_overrides(args.data, args.site, args.class_map))
     for text in args.overrides:
         key, value = parse_override(text)
         overrides[key] = value
@@ -66,7 +93,8 @@ def overrides_from_args(args: argparse.Namespace) -> dict:
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "train", help="train a model and write a run folder",
-        description="Train a classifier. Example: cxrkit train --recipe tb-fast --data ../shared/data/tb",
+        description="Train a classifier. Example: cxrkit train --recipe tb-fast --data ../shared/data/tb; "
+                    "several sites: --data ../shared/data/tb --data ../shared/data/tb-nlm.csv",
     )
     parser.add_argument("--recipe", default="tb-fast", help="built-in recipe name or a YAML file "
                         "(default tb-fast; `cxrkit recipes` lists them)")

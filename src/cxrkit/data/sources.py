@@ -1,28 +1,91 @@
-"""Turn a data source into one manifest: a DataFrame with path, label, group and split.
+"""Turn data sources into one manifest: a DataFrame with path, label, group, split and site.
 
 Supported sources: a class-per-folder tree, pre-split `train|val|test/<class>/` folders,
-a CSV manifest (`path,label[,split][,patient|group]`, paths relative to the CSV), and
-`hf:NAME[:CONFIG]` / `kaggle:HANDLE` through optional extras.
+a CSV manifest (`path,label[,split][,patient|group][,site]`, paths relative to the CSV), and
+`hf:NAME[:CONFIG]` / `kaggle:HANDLE` through optional extras. Every row has a site (the
+hospital or collection it came from): the CSV's `site` column, the name given with the
+source, or else the source's own name (`tb` for `.../tb`, `tb-nlm` for `tb-nlm.csv`).
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from cxrkit.data.io import is_image_file
 from cxrkit.errors import CxrkitError
 
+if TYPE_CHECKING:
+    from cxrkit.config import DataSource
+
 SPLIT_NAMES = ("train", "val", "test")
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val",
                  "validation": "val", "dev": "val", "test": "test", "testing": "test"}
 MANIFEST_COLUMNS = ["path", "label", "group", "split"]
+GENERIC_NAMES = {"test", "testing", "val", "valid", "validation", "train", "images", "data"}
 
 
-def load_manifest(source: str | Path, group_pattern: str | None = None) -> tuple[pd.DataFrame, list[str]]:
-    """Read a source into (manifest, ignored files); see the module docstring for layouts."""
+def load_sources(sources: list[DataSource], group_pattern: str | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """Several sources as one manifest: each with its site and its labels renamed by its class map."""
+    if not sources:
+        raise CxrkitError("no data: pass --data DIR (a class-per-folder tree, train/val/test folders or a CSV)")
+    parts, ignored = [], []
+    for source in sources:
+        manifest, skipped = load_manifest(source.path, group_pattern, site=source.site)
+        parts.append(rename_classes(manifest, source.class_map, source.path))
+        ignored += skipped
+    manifest = pd.concat(parts, ignore_index=True)
+    twice = manifest["path"][manifest["path"].duplicated()]
+    if len(twice):
+        raise CxrkitError(f"{len(twice)} image(s) are listed by more than one --data source, e.g. "
+                          f"{twice.iloc[0]}; give each image once")
+    _check_manifest(manifest, " + ".join(s.path for s in sources))
+    return manifest, ignored
+
+
+def rename_classes(manifest: pd.DataFrame, class_map: dict[str, str], source: str) -> pd.DataFrame:
+    """Labels renamed DATA_CLASS -> CLASS; a name the source does not have is an error."""
+    unknown = sorted(set(class_map) - set(manifest["label"]))
+    if unknown:
+        raise CxrkitError(f"--class-map for {source} names {unknown}, which are not classes there "
+                          f"(its classes are {', '.join(sorted(manifest['label'].unique()))})")
+    return manifest.assign(label=manifest["label"].replace(class_map)) if class_map else manifest
+
+
+def parse_class_map(text: str | None) -> dict[str, str]:
+    """'normal=Normal,tb=Tuberculosis' -> {'normal': 'Normal', 'tb': 'Tuberculosis'}."""
+    if not text or text == "-":
+        return {}
+    mapping = {}
+    for item in text.split(","):
+        if item.count("=") != 1 or not all(part.strip() for part in item.split("=")):
+            raise CxrkitError(f"--class-map {text!r}: use DATA_CLASS=MODEL_CLASS pairs separated "
+                              "by commas, e.g. --class-map normal=Normal,tb=Tuberculosis")
+        source, target = (part.strip() for part in item.split("="))
+        mapping[source] = target
+    return mapping
+
+
+def default_site_name(source: str | Path) -> str:
+    """A source's own name: 'tb' for .../tb, 'tb-nlm' for tb-nlm.csv, 'pneumonia-test' for .../pneumonia/test."""
+    text = str(source)
+    if text.startswith(("hf:", "kaggle:")):
+        return text.split(":", 1)[1].replace("/", "-").replace(":", "-")
+    path = Path(text).expanduser().resolve()
+    if path.suffix.lower() == ".csv":
+        return path.stem
+    return f"{path.parent.name}-{path.name}" if path.name.lower() in GENERIC_NAMES else path.name
+
+
+def load_manifest(source: str | Path, group_pattern: str | None = None,
+                  site: str | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """Read a source into (manifest, ignored files); see the module docstring for layouts.
+
+    `site` names the source's site; a CSV with a `site` column takes its sites from there.
+    """
     text = str(source)
     if text.startswith("hf:"):
         from cxrkit.data.hub import hf_manifest
@@ -43,6 +106,11 @@ def load_manifest(source: str | Path, group_pattern: str | None = None) -> tuple
             manifest, ignored = _from_folders(path)
     if group_pattern:
         manifest["group"] = groups_from_pattern(manifest["path"], group_pattern)
+    own_sites = text.lower().endswith(".csv") and "site" in manifest.columns
+    if own_sites and site:
+        raise CxrkitError(f"--site {site}: {source} has its own site column; drop --site for it")
+    if not own_sites:
+        manifest["site"] = site or default_site_name(source)
     _check_manifest(manifest, source)
     return manifest.reset_index(drop=True), ignored
 
@@ -91,6 +159,14 @@ def _from_csv(csv_path: Path) -> tuple[pd.DataFrame, list[str]]:
         manifest["split"] = splits.map(SPLIT_ALIASES)
     else:
         manifest["split"] = None
+    if "site" in table.columns:
+        sites = table["site"].str.strip()
+        empty = [index + 2 for index in range(len(sites)) if not sites.iloc[index]]
+        if empty:
+            shown = ", ".join(map(str, empty[:5])) + (", ..." if len(empty) > 5 else "")
+            raise CxrkitError(f"{csv_path}: column site is empty in {len(empty)} row(s) (line(s) "
+                              f"{shown}); give every row a site, or drop the column")
+        manifest["site"] = sites.to_numpy()
     absent = [p for p in manifest["path"] if not Path(p).is_file()]
     if absent:
         raise CxrkitError(f"{csv_path}: {len(absent)} listed file(s) do not exist, e.g. {absent[0]}")

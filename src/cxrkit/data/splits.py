@@ -1,7 +1,11 @@
-"""Reproducible train/val/test splits: stratified by class, grouped by patient when known."""
+"""Reproducible train/val/test splits: stratified by site x class, grouped by patient when known.
+
+Patient groups count within a site: patient "17" of one hospital is not patient "17" of another.
+"""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +19,9 @@ def _carve(labels: np.ndarray, groups: np.ndarray, fraction: float, seed: int) -
     """Boolean mask of a held-out part of about `fraction`, stratified and group-disjoint."""
     n_splits = max(2, int(round(1.0 / fraction)))
     folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    _, held_out = next(folds.split(np.zeros(len(labels)), labels, groups))
+    with warnings.catch_warnings():  # a small site x class stratum is stratified as well as it can be
+        warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+        _, held_out = next(folds.split(np.zeros(len(labels)), labels, groups))
     mask = np.zeros(len(labels), dtype=bool)
     mask[held_out] = True
     return mask
@@ -24,7 +30,16 @@ def _carve(labels: np.ndarray, groups: np.ndarray, fraction: float, seed: int) -
 def effective_groups(manifest: pd.DataFrame) -> np.ndarray:
     """Group id per row: the manifest's group, or the image itself when none is known."""
     groups = manifest["group"].astype(object).where(manifest["group"].notna(), None)
-    return np.array([g if g is not None else f"image:{p}" for g, p in zip(groups, manifest["path"], strict=False)])
+    sites = manifest["site"] if "site" in manifest.columns else [None] * len(manifest)
+    return np.array([f"image:{p}" if g is None else g if s is None else f"{s}/{g}"
+                     for g, p, s in zip(groups, manifest["path"], sites, strict=True)])
+
+
+def strata(manifest: pd.DataFrame) -> np.ndarray:
+    """What a split is stratified by: site x class when there are several sites, else class."""
+    if "site" not in manifest.columns or manifest["site"].nunique() < 2:
+        return manifest["label"].to_numpy()
+    return (manifest["site"].astype(str) + " | " + manifest["label"].astype(str)).to_numpy()
 
 
 def assign_splits(
@@ -36,6 +51,7 @@ def assign_splits(
             raise CxrkitError(f"{name}={value} must be between 0 and 0.5")
     manifest = manifest.copy()
     labels = manifest["label"].to_numpy()
+    stratify = strata(manifest)
     groups = effective_groups(manifest)
     split = np.array(manifest["split"].astype(object).where(manifest["split"].notna(), None), dtype=object)
     if all(s is None for s in split):
@@ -45,12 +61,12 @@ def assign_splits(
     test_carved = "test" not in set(split)
     if test_carved:
         pool = split == "train"
-        mask = _carve(labels[pool], groups[pool], test_fraction, seed)
+        mask = _carve(stratify[pool], groups[pool], test_fraction, seed)
         split[np.flatnonzero(pool)[mask]] = "test"
     if "val" not in set(split):
         pool = split == "train"
         remaining = val_fraction / (1.0 - test_fraction) if test_carved else val_fraction
-        mask = _carve(labels[pool], groups[pool], min(remaining, 0.45), seed + 1)
+        mask = _carve(stratify[pool], groups[pool], min(remaining, 0.45), seed + 1)
         split[np.flatnonzero(pool)[mask]] = "val"
     manifest["split"] = split
     for name in ("train", "val", "test"):
@@ -59,6 +75,17 @@ def assign_splits(
             missing = sorted(set(labels) - present)
             raise CxrkitError(f"the train split has no images of class(es) {missing}; add more images")
     return manifest
+
+
+def leave_site_out(manifest: pd.DataFrame, site: str, val_fraction: float = 0.1,
+                   seed: int = 42) -> pd.DataFrame:
+    """One leave-one-site-out fold: `site` is the test split; val is carved from the other sites."""
+    sites = sorted(manifest["site"].unique())
+    if site not in sites:
+        raise CxrkitError(f"site {site!r} is not in the data (its sites are {', '.join(sites)})")
+    held_out = (manifest["site"] == site).to_numpy()
+    fold = manifest.assign(split=np.where(held_out, "test", "train"))
+    return assign_splits(fold, val_fraction, 0.1, seed)
 
 
 def read_split_file(split_file: str | Path, manifest: pd.DataFrame) -> pd.DataFrame:
@@ -85,8 +112,9 @@ def read_split_file(split_file: str | Path, manifest: pd.DataFrame) -> pd.DataFr
 
 
 def write_split_file(manifest: pd.DataFrame, path: str | Path) -> None:
-    """Save path,label,group,split for reuse with --split-file."""
-    manifest[["path", "label", "group", "split"]].to_csv(path, index=False)
+    """Save path,label,group,split[,site] for reuse with --split-file."""
+    columns = ["path", "label", "group", "split"] + (["site"] if "site" in manifest.columns else [])
+    manifest[columns].to_csv(path, index=False)
 
 
 def merge_groups(manifest: pd.DataFrame, extra_groups: list | None) -> pd.DataFrame:

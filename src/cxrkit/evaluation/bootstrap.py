@@ -72,8 +72,8 @@ def bootstrap_distributions(y_true: np.ndarray, probabilities: np.ndarray, y_pre
             with np.errstate(invalid="ignore", divide="ignore"):
                 add(f"sensitivity:{index}", weights @ (actual & called) / (weights @ actual))
                 add(f"specificity:{index}", weights @ (~actual & ~called) / (weights @ ~actual))
-        add("roc_auc", np.mean([weighted_auc(probabilities[:, i], y_true == i, weights)
-                                for i in auc_classes], axis=0))
+        aucs = [weighted_auc(probabilities[:, i], y_true == i, weights) for i in auc_classes]
+        add("roc_auc", np.mean(aucs, axis=0) if aucs else np.full(len(weights), np.nan))
     return {name: np.concatenate(values) for name, values in parts.items()}
 
 

@@ -6,22 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from cxrkit.data.sources import load_manifest
+from cxrkit.data.sources import default_site_name, load_manifest
 from cxrkit.errors import CxrkitError
-
-
-def parse_class_map(text: str | None) -> dict[str, str]:
-    """'normal=Normal,tb=Tuberculosis' -> {'normal': 'Normal', 'tb': 'Tuberculosis'}."""
-    if not text:
-        return {}
-    mapping = {}
-    for item in text.split(","):
-        if item.count("=") != 1 or not all(part.strip() for part in item.split("=")):
-            raise CxrkitError(f"--class-map {text!r}: use DATA_CLASS=MODEL_CLASS pairs separated "
-                              "by commas, e.g. --class-map normal=Normal,tb=Tuberculosis")
-        source, target = (part.strip() for part in item.split("="))
-        mapping[source] = target
-    return mapping
 
 
 def match_classes(data_labels: list[str], classes: list[str], class_map: dict[str, str],
@@ -62,17 +48,10 @@ def external_table(data: str | Path, classes: list[str],
     manifest, _ = load_manifest(data)
     mapping = match_classes(sorted(manifest["label"].unique()), classes, class_map or {}, str(data))
     table = pd.DataFrame({"path": manifest["path"], "label": manifest["label"].map(mapping),
-                          "source_label": manifest["label"]})
+                          "source_label": manifest["label"], "site": manifest["site"]})
     return table, mapping
 
 
 def external_name(data: str | Path) -> str:
     """Folder name for an external dataset's outputs: 'pneumonia-test' for .../pneumonia/test."""
-    text = str(data)
-    if text.startswith(("hf:", "kaggle:")):
-        return text.split(":", 1)[1].replace("/", "-").replace(":", "-")
-    path = Path(data).expanduser().resolve()
-    if path.is_file():
-        return path.stem
-    generic = {"test", "testing", "val", "valid", "validation", "train", "images", "data"}
-    return f"{path.parent.name}-{path.name}" if path.name.lower() in generic else path.name
+    return default_site_name(data)

@@ -12,7 +12,7 @@ NOTICE = ("Research use only. Not a medical device and not for clinical use: the
           "patients. Any clinical use needs prospective validation and regulatory approval.")
 
 SECTIONS = [("summary", "Summary"), ("data", "Data"), ("metrics", "Metrics"),
-            ("operating-points", "Operating points"), ("curves", "ROC and precision-recall"),
+            ("sites", "Per site"), ("operating-points", "Operating points"), ("curves", "ROC and precision-recall"),
             ("calibration", "Calibration"), ("samples", "Sample predictions"),
             ("gradcam", "Grad-CAM examples"), ("model", "Model and preprocessing")]
 
@@ -42,7 +42,7 @@ def write_report(path: Path, document: dict, figures: dict[str, Path], gallery: 
             f"{_e(NOTICE)}</div>",
             "<nav>" + " · ".join(f'<a href="#{key}">{name}</a>' for key, name in SECTIONS)
             + "</nav>"]
-    renderers = {"summary": _summary, "data": _data, "metrics": _metrics,
+    renderers = {"summary": _summary, "data": _data, "metrics": _metrics, "sites": _sites,
                  "operating-points": _operating_points, "curves": _curves,
                  "calibration": _calibration, "samples": _samples, "gradcam": _gradcam,
                  "model": _model}
@@ -181,6 +181,35 @@ def _metrics(document: dict, context: dict) -> str:
             + _figure(context["figures"].get("confusion"), "Confusion matrix")
             + f"<details><summary>Classification report</summary><pre>{_e(context['report'])}</pre>"
               "</details>")
+
+
+def _sites(document: dict, context: dict) -> str:
+    block = document.get("per_site")
+    if not block:
+        return ('<p class="note">No site information: the data has no site column (runs trained '
+                "before sites were recorded).</p>")
+    positive = document.get("positive_class")
+    metrics = [("roc_auc", "ROC-AUC")] + ([("sensitivity", f"sensitivity ({positive})"),
+                                           ("specificity", "specificity")] if positive else [])
+    metrics.append(("accuracy", "accuracy"))
+    who = any("who_tb_triage_met" in entry for entry in block["sites"].values())
+    rows, notes = [], []
+    for name, entry in [*block["sites"].items(), ("overall", block["overall"])]:
+        counts = ", ".join(f"{_e(k)} {v}" for k, v in entry["counts"].items())
+        row = [f"<strong>{_e(name)}</strong>" if name == "overall" else _e(name),
+               f"{entry['n']} <small>({counts})</small>"]
+        row += [_with_ci(entry.get(key), entry["confidence_intervals"].get(key))
+                for key, _ in metrics]
+        if who:
+            met = entry.get("who_tb_triage_met")
+            row.append("n/a" if met is None else "yes" if met else "no")
+        rows.append(row)
+        if entry.get("note"):
+            notes.append(f"{name}: {entry['note']}")
+    header = ["site", "images"] + [label for _, label in metrics] + (["WHO triage target met"] if who else [])
+    return ("<p>Every site on its own, at the operating point above (a model can do well overall "
+            "and fail at one hospital).</p>" + _table(header, rows)
+            + "".join(f'<p class="note">{_e(n)}</p>' for n in notes))
 
 
 def _operating_points(document: dict, context: dict) -> str:

@@ -31,6 +31,7 @@ from cxrkit.evaluation.metrics import (
     compute_metrics,
 )
 from cxrkit.evaluation.report import write_report
+from cxrkit.evaluation.sites import per_site_metrics
 from cxrkit.evaluation.thresholds import (
     DEFAULT_TARGET_SENSITIVITY,
     WHO_TB_TRIAGE,
@@ -124,8 +125,13 @@ def evaluate_run(run_dir: str | Path, data: str | Path | None = None, split: str
         "skipped": [{"path": path, "reason": reason} for path, reason in skipped],
     }
     document["warnings"] += collapsed_interval_notes(document, y_true, positive_index)
-    if positive_index is not None and is_tuberculosis(classes[positive_index]):
+    tb_target = positive_index is not None and is_tuberculosis(classes[positive_index])
+    if tb_target:
         document["who_tb_triage"] = _who_check(document)
+    if "site" in table.columns:
+        document["per_site"] = per_site_metrics(table["site"].to_numpy(), y_true, probabilities,
+                                                y_pred, classes, positive_index, n_bootstrap, seed,
+                                                tb_target)
     document["model"] = model_summary(predictor, run_dir)
     figures = make_figures(out_dir / "plots", run_dir, y_true, probabilities, predictions,
                            document["confusion_matrix"], classes, positive_index, points, selected,
@@ -156,7 +162,8 @@ def evaluation_set(run_dir: Path, run_split: pd.DataFrame, classes: list[str], d
     if split not in set(run_split["split"]):
         raise CxrkitError(f"--split {split}: {run_dir}/split.csv has no {split!r} rows "
                           f"(it has {', '.join(sorted(set(run_split['split'])))})")
-    table = run_split.loc[run_split["split"] == split, ["path", "label"]]
+    columns = ["path", "label"] + (["site"] if "site" in run_split.columns else [])
+    table = run_split.loc[run_split["split"] == split, columns]
     return table, {}, f"the {split} split of {run_dir}"
 
 
@@ -337,9 +344,11 @@ def predict_table(predictor, table: pd.DataFrame, where: str,
 
 def predictions_frame(table: pd.DataFrame, probabilities: np.ndarray, y_pred: np.ndarray,
                       classes: list[str]) -> pd.DataFrame:
-    """path, true_label, predicted_label and prob_<class> per image."""
+    """path, [site,] true_label, predicted_label and prob_<class> per image."""
     frame = pd.DataFrame({"path": table["path"].to_numpy(), "true_label": table["label"].to_numpy(),
                           "predicted_label": [classes[i] for i in y_pred]})
+    if "site" in table.columns:
+        frame.insert(1, "site", table["site"].to_numpy())
     for index, name in enumerate(classes):
         frame[f"prob_{name}"] = probabilities[:, index]
     return frame

@@ -200,3 +200,67 @@ def _read_json(path: Path) -> dict:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return {}
+
+
+def write_site_results(spec: ExperimentSpec, table: pd.DataFrame, out_dir: Path) -> None:
+    """results.csv, results.md and plots/<metric>_by_site.png of a leave-one-site-out experiment."""
+    table.to_csv(out_dir / "results.csv", index=False)
+    plots = [plot_by_site(table, spec.metric, out_dir / "plots" / f"{spec.metric}_by_site.png")]
+    (out_dir / "results.md").write_text(site_results_markdown(spec, table, [p for p in plots if p], out_dir))
+
+
+def site_results_markdown(spec: ExperimentSpec, table: pd.DataFrame, plots: list[Path], out_dir: Path) -> str:
+    """One row per held-out site: what trained it, its test images, metrics with 95% CIs."""
+    metrics = [m for m in dict.fromkeys((spec.metric, *HEADLINE)) if table[m].notna().any()]
+    lines = [f"# Experiment {spec.name}", ""]
+    if spec.description:
+        lines += [spec.description.strip(), ""]
+    lines += [
+        f"Leave-one-site-out with recipe `{spec.recipe}`: each row is a model trained on every "
+        "site but one (train/val split within those sites; early stopping and the operating point "
+        "chosen on their validation images only) and tested on the held-out site, which it never "
+        "saw. Sensitivity and specificity are at each fold's frozen operating point (`argmax` by default; see "
+        "the fold's operating_points.json). Brackets are 95% bootstrap confidence intervals on "
+        "the held-out site's images. "
+        f"`val (training sites)` is the best `{table['monitor'].iloc[0]}` on the training sites' "
+        "validation images: the gap to the held-out ROC-AUC is what changing hospitals costs.",
+        "",
+    ]
+    header = ["held-out site", "trained on", "test images", *metrics, "val (training sites)",
+              "train time (s)", "status"]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for _, row in table.iterrows():
+        cells = [
+            f"**{row['held_out_site']}**",
+            row["trained_on"],
+            f"{_cell(row['n_test'])} ({row['test_classes']})",
+            *(_with_interval(row, m) for m in metrics),
+            _cell(row["best_val_metric"]),
+            _cell(row["wall_time_s"]),
+            row["status"] if not row["error"] else f"{row['status']}: {row['error']}",
+        ]
+        lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
+    if plots:
+        lines += ["", "Plots: " + ", ".join(f"[{p.name}]({p.relative_to(out_dir)})" for p in plots)]
+    return "\n".join(lines) + "\n"
+
+
+def plot_by_site(table: pd.DataFrame, metric: str, path: Path) -> Path | None:
+    """The metric with its CI per held-out site."""
+    done = table[table[metric].notna()]
+    if done.empty:
+        return None
+    from matplotlib.figure import Figure
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure = Figure(figsize=(max(4.0, 1.4 * len(done) + 2), 4))
+    axes = figure.subplots()
+    y = done[metric].to_numpy(dtype=float)
+    low = done[f"{metric}_ci_low"].to_numpy(dtype=float)
+    high = done[f"{metric}_ci_high"].to_numpy(dtype=float)
+    axes.errorbar(range(len(done)), y, yerr=[y - low, high - y], fmt="o", capsize=5)
+    axes.set_xticks(range(len(done)), done["held_out_site"].tolist())
+    axes.set(xlabel="held-out site", ylabel=f"{metric} (95% CI)", title=f"Leave-one-site-out: {metric}")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    return path

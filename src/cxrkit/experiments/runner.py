@@ -1,5 +1,7 @@
 """Run every variant of an experiment as an ordinary run folder on one shared split.
 
+A leave-one-site-out spec runs one fold per site instead (see cxrkit.experiments.loso).
+
 Resumable: a variant whose folder has `model.ckpt` and `metrics.json` is done and skipped;
 a partial one continues from its last checkpoint. A failed variant is recorded and the
 others go on. `jobs` > 1 trains that many variants at once in separate processes.
@@ -42,6 +44,8 @@ def run_experiment(
         raise CxrkitError(f"--jobs {jobs}: give 1 or more parallel trainings")
     out_dir = Path(out_dir).expanduser()
     shared = base_overrides(spec, data, overrides)
+    if spec.kind == "leave-one-site-out":
+        return run_leave_one_site_out(spec, out_dir, shared, jobs)
     variants = plan_variants(spec, shared)
     new = claim_out_dir(out_dir, spec, shared)
     split = shared_split(variants[0].config, out_dir, spec.split)
@@ -59,6 +63,31 @@ def run_experiment(
     errors = train_all(todo, jobs)
     table = collect_results(spec, variants, errors)
     write_results(spec, table, out_dir)
+    return table
+
+
+def run_leave_one_site_out(spec: ExperimentSpec, out_dir: Path, shared: dict[str, Any],
+                           jobs: int) -> pd.DataFrame:
+    """Train the folds not yet done (one per held-out site), write the per-site results table."""
+    from cxrkit.experiments import loso
+    from cxrkit.experiments.results import write_site_results
+    from cxrkit.experiments.spec import build_base
+
+    base = build_base(spec, shared)
+    sites = loso.site_names(base)
+    loso.check_sites(spec, sites)
+    if claim_out_dir(out_dir, spec, shared):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / SETTINGS_FILE).write_text(yaml.safe_dump(experiment_settings(spec, shared), sort_keys=False))
+    splits = loso.fold_splits(base, out_dir, sites)
+    folds = [place_variant(v, out_dir / "runs", splits[site])
+             for v, site in zip(loso.plan_folds(base, sites), sites, strict=True)]
+    todo = [v for v in folds if not is_finished(run_dir_of(v))]
+    log.info("experiment %s: %d site(s), %d fold(s) done, %d to train", spec.name, len(folds),
+             len(folds) - len(todo), len(todo))
+    errors = train_all(todo, jobs)
+    table = loso.fold_table(collect_results(spec, folds, errors), sites, splits, base.train.monitor)
+    write_site_results(spec, table, out_dir)
     return table
 
 

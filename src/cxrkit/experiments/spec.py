@@ -3,8 +3,13 @@
 A spec is YAML::
 
     name: 02-optimizers            # default: the file name
+    kind: variants                 # variants (default) or leave-one-site-out
     recipe: tb-baseline-cnn        # base recipe (name or path)
     data: ../shared/data/tb        # data.source for every variant (--data overrides)
+    sources:                       # or several sources, one site each (instead of data:)
+      - ../shared/data/tb                              # site: the folder's name
+      - {path: ../shared/data/tb-nlm.csv}              # sites: its site column
+      - {path: other/, site: Lagos, class_map: {tb: Tuberculosis}}
     split: null                    # a split.csv to share; default: made once in the output folder
     set: {train.epochs: 10}        # fixed overrides for every variant
     axes:                          # config fields to vary
@@ -27,7 +32,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from cxrkit.config import Config, build_config
+from cxrkit.config import Config, DataSource, build_config
 from cxrkit.errors import CxrkitError
 
 TEST_METRICS = (
@@ -69,8 +74,10 @@ class ExperimentSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
     description: str = ""
+    kind: Literal["variants", "leave-one-site-out"] = "variants"
     recipe: str
     data: str | None = None
+    sources: list[str | DataSource] = []
     split: str | None = None
     set: dict[str, Any] = {}
     axes: dict[str, list[Any]] = {}
@@ -84,7 +91,16 @@ class ExperimentSpec(BaseModel):
         empty = [key for key, values in self.axes.items() if not values]
         if empty:
             raise ValueError(f"axis {empty[0]} has no values")
+        if self.data and self.sources:
+            raise ValueError("give data: (one source) or sources: (several), not both")
+        if self.kind == "leave-one-site-out" and (self.axes or self.variants):
+            raise ValueError("a leave-one-site-out experiment varies the held-out site only; "
+                             "remove axes: and variants: (set: still applies to every fold)")
         return self
+
+    def data_sources(self) -> list[DataSource]:
+        """`sources:` as DataSource entries (a plain string is a path)."""
+        return [DataSource(path=s) if isinstance(s, str) else s for s in self.sources]
 
     def higher_is_better(self) -> bool:
         return self.metric not in LOWER_IS_BETTER
@@ -126,7 +142,15 @@ def load_spec(path: str | Path, recipe: str | None = None) -> ExperimentSpec:
         value = getattr(spec, key)
         if value and not value.startswith(("hf:", "kaggle:")) and not Path(value).is_absolute():
             setattr(spec, key, str((path.parent / value).resolve()))
+    spec.sources = [source.model_copy(update={"path": _relative_to(path.parent, source.path)})
+                    for source in spec.data_sources()]
     return spec
+
+
+def _relative_to(folder: Path, value: str) -> str:
+    if value.startswith(("hf:", "kaggle:")) or Path(value).is_absolute():
+        return value
+    return str((folder / value).resolve())
 
 
 def _absolute(data: str) -> str:
@@ -151,6 +175,8 @@ def base_overrides(
     shared = dict(spec.set)
     if data or spec.data:
         shared["data.source"] = _absolute(data or spec.data)
+    elif spec.sources:
+        shared["data.sources"] = [source.model_dump() for source in spec.data_sources()]
     shared.update(overrides or {})
     return shared
 
@@ -185,6 +211,11 @@ def plan_variants(spec: ExperimentSpec, shared: dict[str, Any]) -> list[Variant]
     if not plans:
         raise CxrkitError(f"experiment {spec.name}: nothing to run; give axes or variants")
     return list(plans.values())
+
+
+def build_base(spec: ExperimentSpec, shared: dict[str, Any]) -> Config:
+    """The shared config every variant (or fold) starts from."""
+    return _build(spec, shared, {}, "the base")
 
 
 def varied_keys(variants: list[Variant]) -> list[str]:

@@ -99,6 +99,9 @@ def run_tune(
     """Run (or join) the study until it has `trials` trials; write the best as a recipe."""
     if trials < 1 or jobs < 1:
         raise CxrkitError("--trials and --jobs must be at least 1")
+    if spec.kind == "leave-one-site-out":
+        raise CxrkitError(f"experiment {spec.name} is a leave-one-site-out spec; run it with "
+                          "`cxrkit experiment`, and tune on a spec with search: or axes:")
     out_dir = Path(out_dir).expanduser()
     storage = storage or f"sqlite:///{(out_dir / 'study.db').resolve()}"
     study_name = study_name or spec.name

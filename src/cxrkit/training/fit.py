@@ -22,7 +22,7 @@ from cxrkit.config import Config, build_config, config_to_yaml, load_config_file
 from cxrkit.data.cache import load_cached_images
 from cxrkit.data.datamodule import CachedDataModule, CachedImageDataset
 from cxrkit.data.preprocess import Preprocessing, channel_stats, imagenet_stats
-from cxrkit.data.sources import load_manifest
+from cxrkit.data.sources import load_sources
 from cxrkit.data.splits import assign_splits, merge_groups, read_split_file, write_split_file
 from cxrkit.data.transforms import train_augmentation
 from cxrkit.errors import CxrkitError, TrainingInterrupted
@@ -52,9 +52,7 @@ def prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
 
 def build_split(config: Config, use_test: bool) -> pd.DataFrame:
     """The manifest with a split per row: from --split-file, or stratified/grouped from a seed."""
-    if not config.data.source:
-        raise CxrkitError("no data: pass --data DIR (a class-per-folder tree, train/val/test folders or a CSV)")
-    manifest, ignored = load_manifest(config.data.source, config.data.group_pattern)
+    manifest, ignored = load_sources(config.data.all_sources(), config.data.group_pattern)
     if not config.data.group_pattern and manifest["group"].isna().all():
         manifest = _auto_groups(manifest, config)
     if ignored:
@@ -254,6 +252,7 @@ def train(config: Config | str | None = None, *, callbacks: Sequence = (), use_t
         "monitor": config.train.monitor,
         "precision": str(trainer.precision),
         "split_sizes": {s: int(m.sum()) for s, m in masks.items()},
+        "sites": site_counts(used),
         "skipped": len(failures),
     }
     (run_dir / "training.json").write_text(json.dumps(info, indent=2))
@@ -262,6 +261,13 @@ def train(config: Config | str | None = None, *, callbacks: Sequence = (), use_t
     if use_test:
         _evaluate(run_dir)
     return run_dir
+
+
+def site_counts(manifest: pd.DataFrame) -> dict[str, dict[str, int]]:
+    """Images per site and split, e.g. {"Shenzhen": {"train": 530, "val": 66, "test": 66}}."""
+    counts = manifest.groupby(["site", "split"]).size()
+    return {site: {split: int(n) for split, n in counts[site].items()} for site in counts.index.levels[0]
+            if site in counts.index.get_level_values(0)}
 
 
 def _as_float(value) -> float | None:
