@@ -26,7 +26,7 @@ def site_csv(root: Path, per_class: int = 30, patients: bool = True) -> Path:
         for index in range(per_class):
             name = f"{label}/s_{index:02d}.png"
             write_image(root / "site" / name, value + (index * 13) % 90)
-            rows.append({"path": name, "label": label, "site": "AB"[index % 2],
+            rows.append({"path": name, "label": label, "site": "AB"[(index // 2) % 2],
                          "patient": f"{label}-{index // 2}" if patients else ""})
     path = root / "site" / "site.csv"
     pd.DataFrame(rows).to_csv(path, index=False)

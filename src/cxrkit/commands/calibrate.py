@@ -47,8 +47,8 @@ def register(subparsers) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
+    from cxrkit.data.sources import parse_class_map
     from cxrkit.deployment.calibrate import calibrate_site
-    from cxrkit.evaluation.external import parse_class_map
 
     result = calibrate_site(
         args.run, args.data, site=args.site, prevalence=args.prevalence, cost_test=args.cost_test,

@@ -30,8 +30,8 @@ def register(subparsers) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
+    from cxrkit.data.sources import parse_class_map
     from cxrkit.deployment.upgrade import compare_deployment
-    from cxrkit.evaluation.external import parse_class_map
 
     out = Path(args.out) if args.out else None
     if out is not None and out.exists() and not args.overwrite:

@@ -76,6 +76,8 @@ def site_table(data: str | Path, classes: list[str], positive_class: str, by: li
                             str(data))
     table = pd.DataFrame({"path": manifest["path"], "label": manifest["label"].map(mapping),
                           "group": manifest["group"]})
+    if "site" in manifest.columns and manifest["site"].notna().any():
+        table["site"] = manifest["site"]
     if by:
         columns = extra_columns(Path(data))
         unknown = [name for name in by if name not in columns.columns]
@@ -83,7 +85,8 @@ def site_table(data: str | Path, classes: list[str], positive_class: str, by: li
             known = ", ".join(c for c in columns.columns if c != "path") or "none"
             raise CxrkitError(f"--by {unknown[0]}: no such column in --data {data} (its columns: "
                               f"{known})")
-        table = table.merge(columns[["path", *by]], on="path", how="left")
+        extra = [name for name in by if name not in table.columns]
+        table = table.merge(columns[["path", *extra]], on="path", how="left")
     labels = set(table["label"])
     if len(labels) < 2:
         raise CxrkitError(f"--data {data}: every image is {labels.pop()!r}; calibrating a "
@@ -115,10 +118,11 @@ def data_fingerprint(table: pd.DataFrame) -> tuple[str, list[str]]:
 
 
 def split_parts(table: pd.DataFrame, check_fraction: float, seed: int) -> np.ndarray:
-    """Boolean mask of the check part: stratified by class, grouped by patient, seeded."""
-    from cxrkit.data.splits import _carve, effective_groups
+    """Boolean mask of the check part: stratified by class (site x class when the data name
+    several sites), grouped by patient within a site, seeded."""
+    from cxrkit.data.splits import _carve, effective_groups, strata
 
-    check = _carve(table["label"].to_numpy(), effective_groups(table), check_fraction, seed)
+    check = _carve(strata(table), effective_groups(table), check_fraction, seed)
     for name, mask in (("calibration", ~check), ("check", check)):
         present = set(table.loc[mask, "label"])
         if len(present) < 2:
