@@ -1,9 +1,11 @@
 """Export a run's model to ONNX or TorchScript, with its contract, and check it matches PyTorch.
 
 The exported graph takes normalised images (N, C, H, W) with a dynamic batch axis and returns
-class probabilities. The preprocessing contract, class names, single-logit flag, the run's
-operating point and test metrics travel inside the file (ONNX metadata_props key `cxrkit`,
-or the TorchScript extra file `cxrkit.json`), so the exported file stands on its own.
+class probabilities, and, when the run has an out-of-distribution reference, a second output
+`ood_score` computed inside the graph (see cxrkit.ood). The preprocessing contract, class names,
+single-logit flag, the OOD threshold, the run's operating point and test metrics travel inside
+the file (ONNX metadata_props key `cxrkit`, or the TorchScript extra file `cxrkit.json`), so the
+exported file stands on its own.
 """
 
 from __future__ import annotations
@@ -23,11 +25,13 @@ from cxrkit.data.preprocess import normalise
 from cxrkit.errors import CxrkitError
 from cxrkit.inference import load_torch_predictor, read_checkpoint, resolve_checkpoint
 from cxrkit.onnx_predictor import METADATA_FORMAT, METADATA_KEY
+from cxrkit.ood.flags import reference_summary
 
 FORMATS = ("onnx", "torchscript")
 DEFAULT_NAMES = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
 INPUT_NAME = "image"
 OUTPUT_NAME = "probabilities"
+OOD_OUTPUT_NAME = "ood_score"
 CHECK_BATCH_SIZES = (1, 5)
 
 
@@ -69,6 +73,7 @@ def read_run_json(run_dir: Path, name: str) -> dict | None:
 
 def export_metadata(run_dir: Path, checkpoint: dict) -> dict:
     """Everything a runtime needs besides the graph: contract, classes, operating point, metrics."""
+    ood = reference_summary(checkpoint.get("ood"))
     return {
         "format": METADATA_FORMAT,
         "model_id": run_model_id(run_dir),
@@ -81,6 +86,7 @@ def export_metadata(run_dir: Path, checkpoint: dict) -> dict:
         "test_metrics": read_run_json(run_dir, "test_metrics.json"),
         "input": INPUT_NAME,
         "output": OUTPUT_NAME,
+        "ood": None if ood is None else {**ood, "output": OOD_OUTPUT_NAME},
         "cxrkit_version": __version__,
     }
 
@@ -90,7 +96,8 @@ def export_model(run_dir: str | Path, format: str = "onnx", out: str | Path | No
     """Export the run's model; returns the path, format, model id and the check against PyTorch.
 
     `max_abs_diff` is the largest absolute difference in probabilities between the exported
-    model and PyTorch on a few generated images, at batch sizes 1 and 5 (dynamic batch axis).
+    model and PyTorch on a few generated images, at batch sizes 1 and 5 (dynamic batch axis);
+    `ood_max_rel_diff` the largest relative difference in OOD score (None without a reference).
     """
     if format not in FORMATS:
         raise CxrkitError(f"--format {format}: choose one of {', '.join(FORMATS)}")
@@ -106,32 +113,43 @@ def export_model(run_dir: str | Path, format: str = "onnx", out: str | Path | No
     predictor = load_torch_predictor(checkpoint_path)
     checkpoint = read_checkpoint(checkpoint_path)
     metadata = export_metadata(run_dir, checkpoint)
-    wrapped = _probability_model(predictor.model, predictor.single_logit)
+    wrapped = _probability_model(predictor)
+    output_names = [OUTPUT_NAME] + ([OOD_OUTPUT_NAME] if metadata["ood"] else [])
     check_inputs, described = _check_batches(predictor, run_dir / "split.csv")
     writer = _write_onnx if format == "onnx" else _write_torchscript
     _write_atomically(out, lambda path: writer(wrapped, check_inputs[0], metadata, path))
     run_exported = _run_onnx if format == "onnx" else _run_torchscript
-    max_abs_diff = max(
-        float(np.abs(run_exported(out, batch) - _run_torch(wrapped, batch)).max())
-        for batch in check_inputs)
+    pairs = [(run_exported(out, batch, output_names), _run_torch(wrapped, batch))
+             for batch in check_inputs]
+    max_abs_diff = max(float(np.abs(exported[0] - torch_[0]).max()) for exported, torch_ in pairs)
+    ood_diff = None
+    if metadata["ood"]:
+        ood_diff = max(float((np.abs(exported[1] - torch_[1]) / np.maximum(np.abs(torch_[1]), 1e-6)
+                              ).max()) for exported, torch_ in pairs)
     return {"path": out, "format": format, "model_id": metadata["model_id"],
-            "max_abs_diff": max_abs_diff, "checked_on": described,
+            "max_abs_diff": max_abs_diff, "ood_max_rel_diff": ood_diff, "checked_on": described,
             "checked_batch_sizes": [len(batch) for batch in check_inputs]}
 
 
-def _probability_model(model, single_logit: bool):
-    """The model followed by softmax (or the single-logit sigmoid pair), as one module."""
+def _probability_model(predictor):
+    """The model followed by softmax (or the single-logit sigmoid pair), as one module; with an
+    OOD reference it returns (probabilities, ood_score)."""
     from torch import nn
 
     from cxrkit.inference import probabilities_from_logits
 
+    single_logit, scorer = predictor.single_logit, predictor.ood_scorer
+
     class ProbabilityModel(nn.Module):
         def __init__(self):
             super().__init__()
-            self.model = model
+            self.model = predictor.model if scorer is None else scorer
 
         def forward(self, image):
-            return probabilities_from_logits(self.model(image), single_logit)
+            if scorer is None:
+                return probabilities_from_logits(self.model(image), single_logit)
+            logits, score = self.model(image)
+            return probabilities_from_logits(logits, single_logit), score
 
     return ProbabilityModel().eval()
 
@@ -193,7 +211,8 @@ def _write_onnx(model, example: np.ndarray, metadata: dict, path: Path) -> None:
     example_batch = torch.from_numpy(np.concatenate([example, example]))
     try:
         program = torch.onnx.export(
-            model, (example_batch,), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            model, (example_batch,), input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME] + ([OOD_OUTPUT_NAME] if metadata["ood"] else []),
             dynamic_shapes=({0: batch},), external_data=False, verbose=False)
     except Exception as error:
         raise CxrkitError(f"ONNX export of {metadata['info']['model_name']} failed ({error}); "
@@ -216,25 +235,29 @@ def _write_torchscript(model, example: np.ndarray, metadata: dict, path: Path) -
         torch.jit.save(traced, str(path), _extra_files={"cxrkit.json": json.dumps(metadata)})
 
 
-def _run_torch(model, batch: np.ndarray) -> np.ndarray:
+def _as_arrays(outputs) -> list[np.ndarray]:
+    return [o.numpy() for o in outputs] if isinstance(outputs, (tuple, list)) else [outputs.numpy()]
+
+
+def _run_torch(model, batch: np.ndarray) -> list[np.ndarray]:
     import torch
 
     with torch.inference_mode():
-        return model(torch.from_numpy(batch)).numpy()
+        return _as_arrays(model(torch.from_numpy(batch)))
 
 
-def _run_onnx(path: Path, batch: np.ndarray) -> np.ndarray:
+def _run_onnx(path: Path, batch: np.ndarray, output_names: list[str]) -> list[np.ndarray]:
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
+    return session.run(output_names, {INPUT_NAME: batch})
 
 
-def _run_torchscript(path: Path, batch: np.ndarray) -> np.ndarray:
+def _run_torchscript(path: Path, batch: np.ndarray, output_names: list[str]) -> list[np.ndarray]:
     import torch
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         model = torch.jit.load(str(path), map_location="cpu")
     with torch.inference_mode():
-        return model(torch.from_numpy(batch)).numpy()
+        return _as_arrays(model(torch.from_numpy(batch)))

@@ -76,21 +76,46 @@ class BasePredictor:
         """Model input batch (N, C, H, W) float32 for a list of inputs."""
         return normalise(np.stack([self.prepare(image) for image in images]), self.preprocessing)
 
-    def _probabilities(self, batch: np.ndarray) -> np.ndarray:
+    ood_threshold: float | None = None
+
+    def _outputs(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities and, when the model has an OOD reference, OOD scores for a batch."""
         raise NotImplementedError
+
+    def predict_with_ood(self, images, batch_size: int = 32,
+                         progress=None) -> tuple[np.ndarray, np.ndarray | None]:
+        """(N, n_classes) probabilities and N out-of-distribution scores (None without a
+        reference) in one pass; `progress` is called with each batch size."""
+        images = _as_list(images)
+        probabilities, scores = [], []
+        for start in range(0, len(images), batch_size):
+            batch = self.to_array(images[start:start + batch_size])
+            batch_probabilities, batch_scores = self._outputs(batch)
+            probabilities.append(batch_probabilities)
+            scores.append(batch_scores)
+            if progress is not None:
+                progress(len(batch))
+        has_scores = self.ood_threshold is not None
+        if not probabilities:
+            return (np.zeros((0, len(self.classes)), dtype=np.float32),
+                    np.zeros(0, dtype=np.float32) if has_scores else None)
+        return (np.concatenate(probabilities).astype(np.float32),
+                np.concatenate(scores).astype(np.float32) if has_scores else None)
 
     def predict_proba(self, images, batch_size: int = 32, progress=None) -> np.ndarray:
         """An (N, n_classes) array of probabilities; `progress` is called with each batch size."""
-        images = _as_list(images)
-        outputs = []
-        for start in range(0, len(images), batch_size):
-            batch = self.to_array(images[start:start + batch_size])
-            outputs.append(self._probabilities(batch))
-            if progress is not None:
-                progress(len(batch))
-        if not outputs:
-            return np.zeros((0, len(self.classes)), dtype=np.float32)
-        return np.concatenate(outputs).astype(np.float32)
+        return self.predict_with_ood(images, batch_size, progress)[0]
+
+    def ood_score(self, images, batch_size: int = 32) -> np.ndarray:
+        """Out-of-distribution scores: above `ood_threshold` means unlike the training images."""
+        if self.ood_threshold is None:
+            raise CxrkitError("this model has no out-of-distribution reference; add one with "
+                              "`cxrkit ood RUN` (and re-export an ONNX file)")
+        return self.predict_with_ood(images, batch_size)[1]
+
+    def is_out_of_distribution(self, images, batch_size: int = 32) -> np.ndarray:
+        """True for each image whose OOD score is above the threshold chosen on validation."""
+        return self.ood_score(images, batch_size) > self.ood_threshold
 
     def predict(self, images, batch_size: int = 32) -> list[str]:
         """The most probable class name for each input."""
@@ -102,13 +127,30 @@ class Predictor(BasePredictor):
     """Probabilities for images given as paths, PIL images or arrays, like sklearn's predict_proba."""
 
     def __init__(self, model, classes: Sequence[str], preprocessing: Preprocessing,
-                 single_logit: bool = False, run_dir: Path | None = None, info: dict | None = None):
+                 single_logit: bool = False, run_dir: Path | None = None, info: dict | None = None,
+                 ood: dict | None = None):
         self.model = model.eval()
         self.classes = list(classes)
         self.preprocessing = preprocessing
         self.single_logit = single_logit
         self.run_dir = run_dir
         self.info = info or {}
+        self.ood = ood
+        self.ood_threshold = None if ood is None else float(ood["threshold"])
+        self._scorer = None
+
+    @property
+    def ood_scorer(self):
+        """The model traced to return logits and the OOD score (built on first use)."""
+        if self._scorer is None and self.ood is not None:
+            import torch
+
+            from cxrkit.ood.reference import OodScorer
+
+            side = self.preprocessing.image_size
+            example = torch.zeros(2, self.preprocessing.channels, side, side)
+            self._scorer = OodScorer(self.model, self.ood, example).eval()
+        return self._scorer
 
     @property
     def operating_point(self) -> dict | None:
@@ -124,12 +166,16 @@ class Predictor(BasePredictor):
 
         return torch.from_numpy(self.to_array(images))
 
-    def _probabilities(self, batch: np.ndarray) -> np.ndarray:
+    def _outputs(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         import torch
 
         with torch.inference_mode():
-            logits = self.model(torch.from_numpy(batch))
-            return probabilities_from_logits(logits, self.single_logit).numpy()
+            if self.ood_scorer is None:
+                logits, scores = self.model(torch.from_numpy(batch)), None
+            else:
+                logits, scores = self.ood_scorer(torch.from_numpy(batch))
+                scores = scores.numpy()
+            return probabilities_from_logits(logits, self.single_logit).numpy(), scores
 
 
 def _as_list(images) -> list:
@@ -149,9 +195,14 @@ def load_torch_predictor(path: str | Path) -> Predictor:
     spec = data["model"]
     model = build_model(**spec, weights="none", freeze="none")
     model.load_state_dict(data["state_dict"])
+    ood = data.get("ood")
+    if ood is not None:
+        from cxrkit.ood.flags import check_reference
+
+        ood = check_reference(ood, str(checkpoint_path))
     return Predictor(model, data["classes"], Preprocessing.from_dict(data["preprocessing"]),
                      single_logit=bool(data.get("single_logit", False)),
-                     run_dir=checkpoint_path.parent, info=data.get("info", {}))
+                     run_dir=checkpoint_path.parent, info=data.get("info", {}), ood=ood)
 
 
 def load(path: str | Path):

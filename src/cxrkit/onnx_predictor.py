@@ -1,7 +1,8 @@
 """Run an exported ONNX model with onnxruntime: the Predictor surface without torch.
 
 Everything besides the graph (classes, preprocessing contract, operating point, test
-metrics) is read from the file's `cxrkit` metadata written by `cxrkit export`. Images are
+metrics, the OOD threshold) is read from the file's `cxrkit` metadata written by `cxrkit
+export`; the OOD score is the graph's second output. Images are
 prepared by the same numpy code as in training, so nothing here imports torch.
 """
 
@@ -36,9 +37,13 @@ class OnnxPredictor(BasePredictor):
         self.run_dir = None
         self._input = metadata.get("input", session.get_inputs()[0].name)
         self._output = metadata.get("output", session.get_outputs()[0].name)
+        self.ood = metadata.get("ood")
+        self.ood_threshold = None if self.ood is None else float(self.ood["threshold"])
+        self._outputs_wanted = [self._output] + ([self.ood["output"]] if self.ood else [])
 
-    def _probabilities(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run([self._output], {self._input: batch})[0]
+    def _outputs(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        results = self.session.run(self._outputs_wanted, {self._input: batch})
+        return results[0], results[1] if self.ood else None
 
 
 def session_options(threads: int | None = None):

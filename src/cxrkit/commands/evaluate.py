@@ -81,5 +81,13 @@ def summary_text(result: dict) -> str:
         lines.append("per site (95% CI):")
         lines += ["  " + line for line in per_site_lines(result["per_site"])]
     lines += [f"warning: {w}" for w in result["warnings"]]
+    ood = result.get("out_of_distribution")
+    if ood is None:
+        lines.append("no out-of-distribution check: the run has no reference (`cxrkit ood RUN`)")
+    elif ood["warn"]:
+        rule = "!" * 78
+        lines = [rule, f"WARNING: {ood['message']}", rule, *lines]
+    else:
+        lines.append(f"out of distribution: {ood['message']}")
     lines.append(f"report: {result['outputs']['dir']}/report.html")
     return "\n".join(lines)

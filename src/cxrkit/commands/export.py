@@ -6,6 +6,7 @@ import argparse
 import logging
 
 EQUIVALENCE_TOLERANCE = 1e-4
+OOD_TOLERANCE = 1e-3
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,11 +30,20 @@ def handler(args: argparse.Namespace) -> int:
         logging.getLogger(chatty).setLevel(logging.WARNING)
     result = export_model(args.run, format=args.format, out=args.out, overwrite=args.overwrite)
     sizes = ", ".join(str(size) for size in result["checked_batch_sizes"])
-    verdict = "ok" if result["max_abs_diff"] <= EQUIVALENCE_TOLERANCE else "FAILED"
+    ood_diff = result["ood_max_rel_diff"]
+    matches = result["max_abs_diff"] <= EQUIVALENCE_TOLERANCE
+    ood_matches = ood_diff is None or ood_diff <= OOD_TOLERANCE
+    verdict = "ok" if matches and ood_matches else "FAILED"
     print(f"wrote {result['path']} ({result['format']}, model {result['model_id']})")
     print(f"check against PyTorch on {result['checked_on']} (batch sizes {sizes}): "
           "max abs difference in probabilities "
-          f"{result['max_abs_diff']:.2e} (tolerance {EQUIVALENCE_TOLERANCE:.0e}) {verdict}")
+          f"{result['max_abs_diff']:.2e} (tolerance {EQUIVALENCE_TOLERANCE:.0e}) "
+          f"{'ok' if matches else 'FAILED'}")
+    if ood_diff is None:
+        print("no out-of-distribution output: the run has no reference (`cxrkit ood RUN`)")
+    else:
+        print(f"out-of-distribution score: max relative difference {ood_diff:.2e} (tolerance "
+              f"{OOD_TOLERANCE:.0e}) {'ok' if ood_matches else 'FAILED'}")
     if verdict != "ok":
         print(f"the exported model does not match PyTorch: {result['path']} is kept for "
               "inspection, do not deploy it")

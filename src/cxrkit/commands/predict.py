@@ -15,8 +15,9 @@ def register(subparsers) -> None:
         description="Example: cxrkit predict runs/tb-fast ../shared/data/tb/Tuberculosis --out preds.csv")
     parser.add_argument("model", help="run folder, model.ckpt or model.onnx")
     parser.add_argument("images", nargs="+", help="image files and/or folders (searched recursively)")
-    parser.add_argument("--out", required=True, help="CSV to write (path, predicted label, prob_<class>...); "
-                                                     "with --format fhir a .json Bundle or .ndjson")
+    parser.add_argument("--out", required=True,
+                        help="CSV to write (path, predicted label, prob_<class>..., ood_score, "
+                             "out_of_distribution); with --format fhir a .json Bundle or .ndjson")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     parser.add_argument("--site", metavar="NAME",
@@ -55,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
     from cxrkit.data.io import read_gray
     from cxrkit.inference import load
+    from cxrkit.ood import flag_summary, warning_text
 
     out = Path(args.out)
     if out.exists() and not args.overwrite:
@@ -78,8 +80,9 @@ def run(args: argparse.Namespace) -> int:
         except CxrkitError as error:
             failed.append((path, str(error)))
     with tqdm(total=len(readable), unit="img", desc="predict") as bar:
-        probabilities = predictor.predict_proba([image for _, image in readable], args.batch_size,
-                                                progress=bar.update)
+        probabilities, scores = predictor.predict_with_ood([image for _, image in readable],
+                                                           args.batch_size, progress=bar.update)
+    threshold = predictor.ood_threshold
     if args.format == "fhir" or args.sr_dir:
         standard_outputs(args, predictor, readable, probabilities, site_points)
     if args.format == "fhir":
@@ -95,11 +98,18 @@ def run(args: argparse.Namespace) -> int:
     with out.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "predicted", *[f"prob_{c}" for c in predictor.classes],
+                         *(["ood_score", "out_of_distribution"] if scores is not None else []),
                          *extra_header])
-        for (path, _), row, index in zip(readable, probabilities, decided, strict=False):
-            writer.writerow([path, predictor.classes[int(index)], *[f"{p:.6f}" for p in row],
-                             *extra])
+        for index, ((path, _), row) in enumerate(zip(readable, probabilities, strict=True)):
+            ood = [] if scores is None else [f"{scores[index]:.4f}", str(scores[index] > threshold)]
+            writer.writerow([path, predictor.classes[int(decided[index])],
+                             *[f"{p:.6f}" for p in row], *ood, *extra])
     print(f"wrote {len(readable)} prediction(s) to {out}")
+    if scores is None:
+        print("no out-of-distribution check: this model has no reference (add one with "
+              "`cxrkit ood RUN`, then re-export)")
+    elif len(scores):
+        print(warning_text(flag_summary(scores, threshold)))
     return report_skipped(failed, ignored)
 
 

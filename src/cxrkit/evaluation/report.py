@@ -24,6 +24,7 @@ table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #ccc;padding
 text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
 .notice{background:#fff4e5;border-left:6px solid #e67e00;padding:.8em 1em}
 .warning{background:#fdecea;border-left:6px solid #c0392b;padding:.6em 1em;margin:.4em 0}
+.ood-warning{background:#c0392b;color:#fff;font-size:1.2em;padding:.9em 1.1em;margin:.8em 0}
 .note{color:#555;font-style:italic}img{max-width:100%;border:1px solid #eee}
 .figures{display:flex;flex-wrap:wrap;gap:1em}.figures figure{margin:0;flex:1 1 420px}
 .big{font-size:1.15em}pre{background:#f7f7f7;padding:.8em;overflow-x:auto}
@@ -40,6 +41,7 @@ def write_report(path: Path, document: dict, figures: dict[str, Path], gallery: 
     body = [f"<h1>{_e(title)}</h1>",
             f'<div class="notice" id="notice"><strong>Not for clinical use.</strong> '
             f"{_e(NOTICE)}</div>",
+            _ood_banner(document.get("out_of_distribution")),
             "<nav>" + " · ".join(f'<a href="#{key}">{name}</a>' for key, name in SECTIONS)
             + "</nav>"]
     renderers = {"summary": _summary, "data": _data, "metrics": _metrics, "sites": _sites,
@@ -56,6 +58,21 @@ def write_report(path: Path, document: dict, figures: dict[str, Path], gallery: 
             f"{_e(document['created'])}.</footer></body></html>")
     path.write_text(page, encoding="utf-8")
     return path
+
+
+def _ood_banner(ood: dict | None) -> str:
+    """At the top of the report: how many images are unlike the training data; loud above 5%."""
+    if ood is None:
+        return ('<p class="note" id="ood">No out-of-distribution check: this run has no '
+                "reference (add one with <code>cxrkit ood RUN</code>).</p>")
+    method = (f"Method: {_e(ood['method'])}; threshold {ood['threshold']:.3f} = the "
+              f"{ood['percentile']:g}th percentile of {ood['n_val']} validation images' scores. "
+              "Per image: <code>ood_score</code> and <code>out_of_distribution</code> in "
+              "predictions.csv.")
+    if ood["warn"]:
+        return (f'<div class="ood-warning" id="ood"><strong>Warning: out of distribution.</strong> '
+                f"{_e(ood['message'])}<br><small>{method}</small></div>")
+    return f'<p id="ood">Out-of-distribution check: {_e(ood["message"])} <small>{method}</small></p>'
 
 
 def _e(value) -> str:

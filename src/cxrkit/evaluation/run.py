@@ -97,6 +97,9 @@ def evaluate_run(run_dir: str | Path, data: str | Path | None = None, split: str
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "plots").mkdir(exist_ok=True)
     predictions = predictions_frame(table, probabilities, y_pred, classes)
+    ood = ood_section(predictor, table)
+    if ood is not None:
+        predictions["out_of_distribution"] = predictions["ood_score"] > ood["threshold"]
     predictions.to_csv(out_dir / "predictions.csv", index=False)
     if skipped:
         pd.DataFrame(skipped, columns=["path", "reason"]).to_csv(out_dir / "skipped_images.csv",
@@ -123,6 +126,7 @@ def evaluate_run(run_dir: str | Path, data: str | Path | None = None, split: str
         "warnings": _warnings(points, selected, split, external, table, run_split, skipped, y_true,
                               classes),
         "skipped": [{"path": path, "reason": reason} for path, reason in skipped],
+        "out_of_distribution": ood,
     }
     document["warnings"] += collapsed_interval_notes(document, y_true, positive_index)
     tb_target = positive_index is not None and is_tuberculosis(classes[positive_index])
@@ -151,6 +155,20 @@ def evaluate_run(run_dir: str | Path, data: str | Path | None = None, split: str
     write_report(out_dir / "report.html", document, figures, gallery,
                  (out_dir / "classification_report.txt").read_text())
     return document
+
+
+def ood_section(predictor, table: pd.DataFrame) -> dict | None:
+    """Share of images flagged out of distribution, the warning line and the method; None when
+    the model has no reference."""
+    from cxrkit.ood import flag_summary, warning_text
+    from cxrkit.ood.flags import reference_summary
+
+    if predictor.ood_threshold is None:
+        return None
+    summary = flag_summary(table["ood_score"].to_numpy(), predictor.ood_threshold)
+    reference = reference_summary(predictor.ood)
+    return {**summary, "message": warning_text(summary), "method": reference["method"],
+            "percentile": reference["percentile"], "n_val": reference["n_val"]}
 
 
 def evaluation_set(run_dir: Path, run_split: pd.DataFrame, classes: list[str], data, split: str,
@@ -300,25 +318,32 @@ def choose_on_validation(predictor, run_split: pd.DataFrame, target_sensitivity:
 
 def predict_table(predictor, table: pd.DataFrame, where: str,
                   batch_size: int) -> tuple[np.ndarray, pd.DataFrame, list[tuple[str, str]]]:
-    """Probabilities for the rows of `table`; unreadable images are skipped and listed."""
+    """Probabilities for the rows of `table`; unreadable images are skipped and listed.
+
+    When the model has an out-of-distribution reference, the returned table has `ood_score`.
+    """
     unknown = sorted(set(table["label"]) - set(predictor.classes))
     if unknown:
         raise CxrkitError(f"{where}: label(s) {unknown} are not classes of the model "
                           f"({', '.join(predictor.classes)})")
     paths = table["path"].tolist()
     logger.info("predicting %d images of %s", len(paths), where)
-    outputs, kept, skipped = [], [], []
+    outputs, scores, kept, skipped = [], [], [], []
     for start in range(0, len(paths), batch_size):
         batch = paths[start:start + batch_size]
         try:
-            outputs.append(predictor.predict_proba(batch, batch_size=batch_size))
+            batch_probabilities, batch_scores = predictor.predict_with_ood(batch, batch_size)
+            outputs.append(batch_probabilities)
+            scores.append(batch_scores)
             kept += batch
             continue
         except CxrkitError:
             pass
         for path in batch:
             try:
-                outputs.append(predictor.predict_proba([path]))
+                image_probabilities, image_scores = predictor.predict_with_ood([path])
+                outputs.append(image_probabilities)
+                scores.append(image_scores)
                 kept.append(path)
             except CxrkitError as error:
                 skipped.append((path, str(error)))
@@ -339,18 +364,23 @@ def predict_table(predictor, table: pd.DataFrame, where: str,
     table = table.iloc[np.argsort(table["path"].map(order).to_numpy())].reset_index(drop=True)
     if len(table) != len(probabilities):
         raise CxrkitError(f"{where}: some images are listed twice; remove the duplicate rows")
+    if predictor.ood_threshold is not None:
+        table = table.assign(ood_score=np.concatenate(scores))
     return probabilities, table, skipped
 
 
 def predictions_frame(table: pd.DataFrame, probabilities: np.ndarray, y_pred: np.ndarray,
                       classes: list[str]) -> pd.DataFrame:
-    """path, [site,] true_label, predicted_label and prob_<class> per image."""
+    """path, [site,] true_label, predicted_label, prob_<class> per image (and ood_score when
+    scored)."""
     frame = pd.DataFrame({"path": table["path"].to_numpy(), "true_label": table["label"].to_numpy(),
                           "predicted_label": [classes[i] for i in y_pred]})
     if "site" in table.columns:
         frame.insert(1, "site", table["site"].to_numpy())
     for index, name in enumerate(classes):
         frame[f"prob_{name}"] = probabilities[:, index]
+    if "ood_score" in table:
+        frame["ood_score"] = table["ood_score"].to_numpy()
     return frame
 
 

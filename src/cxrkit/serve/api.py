@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, File, HTTPException, Query, UploadFile
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from cxrkit.errors import CxrkitError
 from cxrkit.serve.decode import UploadTooLarge, decode_image
@@ -31,12 +31,23 @@ class Health(BaseModel):
     model_id: str
 
 
+class OutOfDistribution(BaseModel):
+    flagged: bool
+    score: float | None
+    threshold: float
+    message: str
+
+
 class ImagePrediction(BaseModel):
     filename: str
     probabilities: dict[str, float | None]
     decision: str
     threshold: float | None
     positive_class: str | None
+    out_of_distribution: OutOfDistribution | None = Field(
+        description="is the image unlike the training images (Mahalanobis distance in the "
+                    "model's feature space above the threshold chosen on validation)? null when "
+                    "the model has no reference")
 
 
 class PredictResponse(BaseModel):
@@ -63,6 +74,7 @@ class ModelCard(BaseModel):
     input: dict
     decision: dict
     test_metrics: dict | None
+    out_of_distribution: dict | None
 
 
 ERRORS = {status: {"model": ErrorBody, "description": text} for status, text in (

@@ -12,9 +12,12 @@ import numpy as np
 
 from cxrkit.data.io import is_image_file
 from cxrkit.errors import CxrkitError
+from cxrkit.ood.flags import reference_summary
 
 EXAMPLES_PER_CLASS = 2
 MAX_EXAMPLES = 8
+OOD_MESSAGE = ("out of distribution: this image is unlike the images the model was trained on "
+               "(another kind of image, view, population or site); do not trust its output")
 
 
 @dataclass(frozen=True)
@@ -104,20 +107,37 @@ class ServedModel:
         return self.runtime == "pytorch"
 
     def predict(self, grays: list[np.ndarray]) -> list[dict]:
-        """Probabilities and decision for decoded grey images."""
-        probabilities = self.predictor.predict_proba(grays)
+        """Probabilities, decision and out-of-distribution check for decoded grey images."""
+        probabilities, scores = self.predictor.predict_with_ood(grays)
         return [{"probabilities": dict(zip(self.classes, map(float, row), strict=True)),
                  "decision": self.rule.decide(row),
                  "threshold": self.rule.threshold,
-                 "positive_class": self.rule.positive_class} for row in probabilities]
+                 "positive_class": self.rule.positive_class,
+                 "out_of_distribution": self.ood_check(None if scores is None else scores[index])}
+                for index, row in enumerate(probabilities)]
+
+    def ood_check(self, score: float | None) -> dict | None:
+        """{flagged, score, threshold, message} for one image; None without a reference."""
+        threshold = self.predictor.ood_threshold
+        if score is None or threshold is None:
+            return None
+        flagged = bool(score > threshold)
+        message = (OOD_MESSAGE if flagged else
+                   "similar to the training images (score below the threshold)")
+        return {"flagged": flagged, "score": float(score), "threshold": threshold,
+                "message": message}
 
     def log_requests(self, predictions: list[dict], image_hashes: list[str]) -> None:
         """Record scored images in the request log, if the server keeps one (never the image)."""
         if self.request_log is None:
             return
-        self.request_log.record(self.model_id, [
-            {**prediction, "operating_point": self.rule.operating_point, "image_sha256": digest}
-            for prediction, digest in zip(predictions, image_hashes, strict=True)])
+        rows = []
+        for prediction, digest in zip(predictions, image_hashes, strict=True):
+            ood = prediction.get("out_of_distribution") or {}
+            rows.append({**prediction, "operating_point": self.rule.operating_point,
+                         "image_sha256": digest, "ood_flag": ood.get("flagged"),
+                         "ood_score": ood.get("score")})
+        self.request_log.record(self.model_id, rows)
 
     def card(self) -> dict:
         """What a client needs to know: classes, input contract, decision rule, test metrics."""
@@ -130,6 +150,7 @@ class ServedModel:
             "input": self.predictor.preprocessing.to_dict(),
             "decision": self.rule.as_dict(),
             "test_metrics": self.test_metrics,
+            "out_of_distribution": reference_summary(getattr(self.predictor, "ood", None)),
         })
 
 

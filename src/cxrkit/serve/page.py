@@ -31,17 +31,19 @@ def build_page(served: ServedModel):
 
     def analyse(file_path: str | None, threshold: float):
         if not file_path:
-            return None, "", None, None, "", None
+            return None, "", None, None, "", None, gr.update(value="", visible=False)
         try:
             gray = decode_image(Path(file_path).read_bytes(), Path(file_path).name)
-            probabilities = served.predictor.predict_proba([gray])[0]
+            prediction = served.predict([gray])[0]
         except CxrkitError as error:
             raise gr.Error(str(error)) from error
+        probabilities = np.array([prediction["probabilities"][name] for name in served.classes])
         model_input = served.predictor.prepare(gray)
         heatmap, note = _gradcam(explainer, gray)
+        ood = _ood_text(prediction["out_of_distribution"])
         return (dict(zip(served.classes, map(float, probabilities), strict=True)),
                 _decision_text(served, probabilities, threshold if binary else None),
-                model_input, heatmap, note, probabilities)
+                model_input, heatmap, note, probabilities, gr.update(value=ood, visible=bool(ood)))
 
     def redecide(probabilities: np.ndarray | None, threshold: float) -> str:
         return "" if probabilities is None else _decision_text(served, probabilities, threshold)
@@ -68,6 +70,7 @@ def build_page(served: ServedModel):
                 threshold = gr.Slider(0.0, 1.0, value=frozen, step=0.001, visible=binary,
                                       label=f"Threshold on P({rule.positive_class})",
                                       elem_id="threshold")
+                ood_notice = gr.Markdown(visible=False, elem_id="ood-notice")
                 decision = gr.Markdown(elem_id="decision")
                 gr.Markdown(f"Decision rule: {rule.describe()}.")
         with gr.Row():
@@ -77,9 +80,19 @@ def build_page(served: ServedModel):
                                height=IMAGE_HEIGHT, visible=served.can_explain)
         note = gr.Markdown("" if served.can_explain else NO_GRADCAM_ONNX, elem_id="explain-note")
         upload.change(analyse, [upload, threshold],
-                      [label, decision, model_input, heatmap, note, probabilities_state])
+                      [label, decision, model_input, heatmap, note, probabilities_state,
+                       ood_notice])
         threshold.change(redecide, [probabilities_state, threshold], [decision])
     return page
+
+
+def _ood_text(check: dict | None) -> str:
+    """A loud notice when the image is out of distribution; nothing otherwise."""
+    if check is None or not check["flagged"]:
+        return ""
+    return (f"## ⚠ Out of distribution\n**This image is unlike the images the model was trained "
+            f"on** (score {check['score']:.2f} > threshold {check['threshold']:.2f}): another kind "
+            "of image, view, population or site. Do not trust the output below.")
 
 
 def _gradcam(explainer, gray: np.ndarray):

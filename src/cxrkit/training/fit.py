@@ -21,7 +21,7 @@ import torch
 from cxrkit.config import Config, build_config, config_to_yaml, load_config_file
 from cxrkit.data.cache import load_cached_images
 from cxrkit.data.datamodule import CachedDataModule, CachedImageDataset
-from cxrkit.data.preprocess import Preprocessing, channel_stats, imagenet_stats
+from cxrkit.data.preprocess import Preprocessing, channel_stats, imagenet_stats, normalise
 from cxrkit.data.sources import load_sources
 from cxrkit.data.splits import assign_splits, merge_groups, read_split_file, write_split_file
 from cxrkit.data.transforms import train_augmentation
@@ -241,7 +241,8 @@ def train(config: Config | str | None = None, *, callbacks: Sequence = (), use_t
     if best and Path(best).is_file():
         state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
         module.load_state_dict(state)
-    _save_model(run_dir, module.model, classes, prep, model_spec, single_logit, config)
+    ood = _ood_reference(module.model, images, labels, masks, prep)
+    _save_model(run_dir, module.model, classes, prep, model_spec, single_logit, config, ood)
     info = {
         "wall_time_s": round(time.perf_counter() - started, 1),
         "images_per_s": round(trainer.callback_metrics.get("img_per_s", torch.tensor(float("nan"))).item(), 1),
@@ -294,8 +295,21 @@ def _check_forward(model, config: Config) -> None:
                           "reduce model.depth/stride") from error
 
 
+def _ood_reference(model, images: np.ndarray, labels: np.ndarray, masks: dict,
+                   prep: Preprocessing) -> dict | None:
+    """The out-of-distribution reference (cxrkit.ood): train features, threshold on val."""
+    from cxrkit.ood.reference import fit_reference
+
+    try:
+        return fit_reference(model, images[masks["train"]], labels[masks["train"]],
+                             images[masks["val"]], lambda batch: normalise(batch, prep))
+    except CxrkitError as error:
+        log.warning("no out-of-distribution reference for this run: %s", error)
+        return None
+
+
 def _save_model(run_dir: Path, model, classes, prep: Preprocessing, model_spec: dict,
-                single_logit: bool, config: Config) -> None:
+                single_logit: bool, config: Config, ood: dict | None = None) -> None:
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     torch.save({
         "format": CHECKPOINT_FORMAT,
@@ -305,6 +319,7 @@ def _save_model(run_dir: Path, model, classes, prep: Preprocessing, model_spec: 
         "model": model_spec,
         "single_logit": single_logit,
         "info": {"model_name": config.model.name, "recipe": config.recipe, "run": run_dir.name},
+        "ood": ood,
     }, run_dir / CHECKPOINT_NAME)
 
 
