@@ -126,8 +126,9 @@ def test_500_requests_through_a_running_server(calibrated: dict, tmp_path: Path,
         assert count.fetchone()[0] == N_REQUESTS
         args = ["monitor", str(database), "--reference", str(calibrated["calibration"]),
                 "--out", str(tmp_path / f"report-{name}")]
-        if name == "same":
-            args += ["--outcomes", str(outcomes_file(calibrated, tmp_path / "outcomes.csv"))]
+        if name == "same":  # the random test model misses 0.90 on unseen images: test drift
+            args += ["--outcomes", str(outcomes_file(calibrated, tmp_path / "outcomes.csv")),
+                     "--min-sensitivity", "0.5"]
         results[name] = main(args), capsys.readouterr().out
     assert results["same"][0] == 0, results["same"][1]
     assert results["other"][0] == 1 and "ALARM: score drift" in results["other"][1]
@@ -163,3 +164,17 @@ def test_monitor_bad_input_is_one_line_and_loses_nothing(calibrated: dict, tmp_p
     before = database.read_bytes()
     assert "--reference" in error(["monitor", str(database), "--reference", str(tmp_path)])
     assert database.read_bytes() == before
+
+
+def test_sensitivity_alarm_only_when_the_whole_ci_is_below_the_target():
+    from cxrkit.deployment.monitor import running_accuracy
+
+    def joined(called_positives: int) -> pd.DataFrame:
+        referred = [True] * called_positives + [False] * (100 - called_positives) + [False] * 50
+        return pd.DataFrame({"referred": referred, "positive": [True] * 100 + [False] * 50,
+                             "time": pd.date_range("2026-01-01", periods=150, freq="h")})
+
+    low = running_accuracy(joined(70), 0.90)
+    assert low["alarm"] and low["sensitivity"] == 0.7 and low["sensitivity_ci95"][1] < 0.9
+    assert not running_accuracy(joined(88), 0.90)["alarm"]  # 0.88, but the CI reaches 0.90
+    assert running_accuracy(joined(88), 0.90)["specificity"] == 1.0
