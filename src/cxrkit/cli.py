@@ -12,7 +12,7 @@ from cxrkit.errors import CxrkitError
 
 COMMAND_MODULES = (
     "train", "predict", "recipes", "quickstart", "evaluate", "compare", "data",
-    "explain", "export", "serve", "experiment", "tune", "ood", "calibrate",
+    "explain", "export", "serve", "experiment", "tune", "ood", "segment", "calibrate",
     "monitor", "compare_deployment",
 )
 

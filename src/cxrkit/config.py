@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -41,7 +41,7 @@ class DataConfig(Section):
     group_near_duplicates: bool = True
     near_duplicate_distance: int = Field(4, ge=0, le=32)
     cache_dir: str | None = None
-    num_workers: int = Field(0, ge=0)
+    num_workers: Annotated[int, Field(ge=0)] | Literal["auto"] = "auto"
 
     def all_sources(self) -> list[DataSource]:
         """Every source: `sources`, or the single `source` with its `site` and `class_map`."""
@@ -63,15 +63,36 @@ class PreprocessConfig(Section):
     clahe_clip_limit: float = Field(2.0, gt=0)
     clahe_tile_grid: int = Field(8, ge=1)
     normalization: Literal["auto", "imagenet", "dataset"] = "auto"
+    lung_crop: bool = False
+    lung_crop_margin: float = Field(0.1, ge=0, le=1)
+    lung_mask_outside: bool = False
+    lung_weights: str | None = None
 
 
 class AugmentConfig(Section):
+    """Training augmentation, applied per image on whole batches on the training device.
+
+    Every step is off by default. Probabilities (`hflip`, `blur`, `sharpen`, `histogram_match`,
+    `border_erase`) are per image; strengths are maxima that each image draws from.
+    """
+
     hflip: float = Field(0.0, ge=0, le=1)
     rotation: float = Field(0.0, ge=0, le=180)
     translate: float = Field(0.0, ge=0, le=0.5)
+    scale: float = Field(0.0, ge=0, le=0.5)
+    shear: float = Field(0.0, ge=0, le=45)
     resized_crop_scale: float = Field(1.0, gt=0, le=1)
     brightness: float = Field(0.0, ge=0, le=1)
     contrast: float = Field(0.0, ge=0, le=1)
+    gamma: float = Field(0.0, ge=0, le=2)
+    blur: float = Field(0.0, ge=0, le=1)
+    blur_sigma: float = Field(1.5, gt=0, le=5)
+    sharpen: float = Field(0.0, ge=0, le=1)
+    sharpen_amount: float = Field(2.0, gt=0, le=10)
+    noise: float = Field(0.0, ge=0, le=0.2)
+    histogram_match: float = Field(0.0, ge=0, le=1)
+    border_erase: float = Field(0.0, ge=0, le=1)
+    border_erase_size: float = Field(0.15, gt=0, le=0.5)
 
 
 class ModelConfig(Section):
@@ -123,6 +144,7 @@ class TrainConfig(Section):
     num_nodes: int = Field(1, ge=1)
     strategy: str = "auto"
     limit_train_batches: float | int = 1.0
+    compile: bool = False
 
 
 class Config(Section):

@@ -6,6 +6,9 @@ class probabilities, and, when the run has an out-of-distribution reference, a s
 single-logit flag, the OOD threshold, the run's operating point and test metrics travel inside
 the file (ONNX metadata_props key `cxrkit`, or the TorchScript extra file `cxrkit.json`), so the
 exported file stands on its own.
+A run that focuses on the lungs also carries its lung segmenter as ONNX (metadata_props key
+`cxrkit_lung_segmenter`, or the TorchScript extra file `lung_segmenter.onnx`), so the ONNX
+runtime path needs no torch.
 """
 
 from __future__ import annotations
@@ -88,7 +91,14 @@ def export_metadata(run_dir: Path, checkpoint: dict) -> dict:
         "output": OUTPUT_NAME,
         "ood": None if ood is None else {**ood, "output": OOD_OUTPUT_NAME},
         "cxrkit_version": __version__,
+        **({"lung_segmenter": _segmenter_summary(checkpoint["segmenter"])} if "segmenter" in checkpoint else {}),
     }
+
+
+def _segmenter_summary(weights: dict) -> dict:
+    from cxrkit.segment.weights import weights_digest
+
+    return {"digest": weights_digest(weights), "input_size": int(weights["input_size"])}
 
 
 def export_model(run_dir: str | Path, format: str = "onnx", out: str | Path | None = None,
@@ -117,7 +127,8 @@ def export_model(run_dir: str | Path, format: str = "onnx", out: str | Path | No
     output_names = [OUTPUT_NAME] + ([OOD_OUTPUT_NAME] if metadata["ood"] else [])
     check_inputs, described = _check_batches(predictor, run_dir / "split.csv")
     writer = _write_onnx if format == "onnx" else _write_torchscript
-    _write_atomically(out, lambda path: writer(wrapped, check_inputs[0], metadata, path))
+    segmenter = _segmenter_onnx(checkpoint)
+    _write_atomically(out, lambda path: writer(wrapped, check_inputs[0], metadata, path, segmenter))
     run_exported = _run_onnx if format == "onnx" else _run_torchscript
     pairs = [(run_exported(out, batch, output_names), _run_torch(wrapped, batch))
              for batch in check_inputs]
@@ -203,7 +214,19 @@ def _write_atomically(out: Path, write) -> None:
             os.remove(temporary)
 
 
-def _write_onnx(model, example: np.ndarray, metadata: dict, path: Path) -> None:
+def _segmenter_onnx(checkpoint: dict) -> bytes | None:
+    """The run's lung segmenter as ONNX bytes, or None when the run uses no lungs."""
+    if "segmenter" not in checkpoint:
+        return None
+    from cxrkit.segment.weights import onnx_bytes
+
+    try:
+        return onnx_bytes(checkpoint["segmenter"])
+    except Exception as error:
+        raise CxrkitError(f"ONNX export of the lung segmenter failed ({error})") from error
+
+
+def _write_onnx(model, example: np.ndarray, metadata: dict, path: Path, segmenter: bytes | None = None) -> None:
     import onnx
     import torch
 
@@ -223,16 +246,24 @@ def _write_onnx(model, example: np.ndarray, metadata: dict, path: Path) -> None:
     proto.doc_string = f"cxrkit {metadata['model_id']}: classes {', '.join(metadata['classes'])}"
     entry = proto.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, json.dumps(metadata)
+    if segmenter is not None:
+        from cxrkit.segment.onnx import METADATA_KEY as SEGMENTER_KEY
+        from cxrkit.segment.onnx import encode
+
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = SEGMENTER_KEY, encode(segmenter)
     onnx.save(proto, path)
 
 
-def _write_torchscript(model, example: np.ndarray, metadata: dict, path: Path) -> None:
+def _write_torchscript(model, example: np.ndarray, metadata: dict, path: Path,
+                       segmenter: bytes | None = None) -> None:
     import torch
 
+    extra = {"cxrkit.json": json.dumps(metadata), **({"lung_segmenter.onnx": segmenter} if segmenter else {})}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated upstream
         traced = torch.jit.trace(model, torch.from_numpy(example))
-        torch.jit.save(traced, str(path), _extra_files={"cxrkit.json": json.dumps(metadata)})
+        torch.jit.save(traced, str(path), _extra_files=extra)
 
 
 def _as_arrays(outputs) -> list[np.ndarray]:

@@ -9,16 +9,24 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
 from cxrkit.data.io import to_gray
-from cxrkit.data.preprocess import Preprocessing, normalise, prepare
+from cxrkit.data.preprocess import Preprocessing, normalise, prepare, prepare_with_lungs
 from cxrkit.errors import CxrkitError
 
 if TYPE_CHECKING:
     import torch
+
+
+class Predictions(NamedTuple):
+    """What one prediction pass gives for N inputs."""
+
+    probabilities: np.ndarray
+    ood_scores: np.ndarray | None
+    lung_found: list[bool | None]
 
 CHECKPOINT_NAME = "model.ckpt"
 CHECKPOINT_FORMAT = "cxrkit-model-v1"
@@ -61,16 +69,21 @@ def probabilities_from_logits(logits, single_logit: bool):
 class BasePredictor:
     """What every predictor shares: preprocessing, batching and sklearn-style predict/predict_proba.
 
-    Subclasses set `classes` and `preprocessing` and implement `_probabilities(batch)` for a
-    float32 (N, C, H, W) array.
+    Subclasses set `classes` and `preprocessing` (and `segmenter` when the contract uses the
+    lungs) and implement `_outputs(batch)` for a float32 (N, C, H, W) array.
     """
 
     classes: list[str]
     preprocessing: Preprocessing
+    segmenter = None
 
     def prepare(self, image) -> np.ndarray:
-        """Decode, enhance and resize one input to the uint8 image the model sees."""
-        return prepare(to_gray(image), self.preprocessing)
+        """Decode, focus on the lungs (if set), enhance and resize one input to the uint8 image the model sees."""
+        return prepare(to_gray(image), self.preprocessing, self.segmenter)
+
+    def prepare_with_lungs(self, image) -> tuple[np.ndarray, bool | None]:
+        """`prepare` plus whether a plausible lung was found (None when the model uses no lungs)."""
+        return prepare_with_lungs(to_gray(image), self.preprocessing, self.segmenter)
 
     def to_array(self, images: Iterable) -> np.ndarray:
         """Model input batch (N, C, H, W) float32 for a list of inputs."""
@@ -82,36 +95,47 @@ class BasePredictor:
         """Probabilities and, when the model has an OOD reference, OOD scores for a batch."""
         raise NotImplementedError
 
-    def predict_with_ood(self, images, batch_size: int = 32,
-                         progress=None) -> tuple[np.ndarray, np.ndarray | None]:
-        """(N, n_classes) probabilities and N out-of-distribution scores (None without a
-        reference) in one pass; `progress` is called with each batch size."""
+    def predict_details(self, images, batch_size: int = 32, progress=None) -> Predictions:
+        """Probabilities, OOD scores and lung_found for every input, in one pass.
+
+        `ood_scores` is None without a reference; `lung_found` is False where no plausible lung
+        was found (the whole image was used) and None when the model uses no lungs.
+        `progress` is called with each batch size.
+        """
         images = _as_list(images)
-        probabilities, scores = [], []
+        probabilities, scores, found = [], [], []
         for start in range(0, len(images), batch_size):
-            batch = self.to_array(images[start:start + batch_size])
+            prepared = [self.prepare_with_lungs(image) for image in images[start:start + batch_size]]
+            batch = normalise(np.stack([array for array, _ in prepared]), self.preprocessing)
             batch_probabilities, batch_scores = self._outputs(batch)
             probabilities.append(batch_probabilities)
             scores.append(batch_scores)
+            found += [flag for _, flag in prepared]
             if progress is not None:
                 progress(len(batch))
         has_scores = self.ood_threshold is not None
         if not probabilities:
-            return (np.zeros((0, len(self.classes)), dtype=np.float32),
-                    np.zeros(0, dtype=np.float32) if has_scores else None)
-        return (np.concatenate(probabilities).astype(np.float32),
-                np.concatenate(scores).astype(np.float32) if has_scores else None)
+            return Predictions(np.zeros((0, len(self.classes)), dtype=np.float32),
+                               np.zeros(0, dtype=np.float32) if has_scores else None, [])
+        return Predictions(np.concatenate(probabilities).astype(np.float32),
+                           np.concatenate(scores).astype(np.float32) if has_scores else None, found)
+
+    def predict_with_ood(self, images, batch_size: int = 32,
+                         progress=None) -> tuple[np.ndarray, np.ndarray | None]:
+        """(N, n_classes) probabilities and N out-of-distribution scores (None without a reference)."""
+        details = self.predict_details(images, batch_size, progress)
+        return details.probabilities, details.ood_scores
 
     def predict_proba(self, images, batch_size: int = 32, progress=None) -> np.ndarray:
         """An (N, n_classes) array of probabilities; `progress` is called with each batch size."""
-        return self.predict_with_ood(images, batch_size, progress)[0]
+        return self.predict_details(images, batch_size, progress).probabilities
 
     def ood_score(self, images, batch_size: int = 32) -> np.ndarray:
         """Out-of-distribution scores: above `ood_threshold` means unlike the training images."""
         if self.ood_threshold is None:
             raise CxrkitError("this model has no out-of-distribution reference; add one with "
                               "`cxrkit ood RUN` (and re-export an ONNX file)")
-        return self.predict_with_ood(images, batch_size)[1]
+        return self.predict_details(images, batch_size).ood_scores
 
     def is_out_of_distribution(self, images, batch_size: int = 32) -> np.ndarray:
         """True for each image whose OOD score is above the threshold chosen on validation."""
@@ -128,8 +152,9 @@ class Predictor(BasePredictor):
 
     def __init__(self, model, classes: Sequence[str], preprocessing: Preprocessing,
                  single_logit: bool = False, run_dir: Path | None = None, info: dict | None = None,
-                 ood: dict | None = None):
+                 ood: dict | None = None, segmenter=None):
         self.model = model.eval()
+        self.segmenter = segmenter
         self.classes = list(classes)
         self.preprocessing = preprocessing
         self.single_logit = single_logit
@@ -195,14 +220,23 @@ def load_torch_predictor(path: str | Path) -> Predictor:
     spec = data["model"]
     model = build_model(**spec, weights="none", freeze="none")
     model.load_state_dict(data["state_dict"])
+    preprocessing = Preprocessing.from_dict(data["preprocessing"])
+    segmenter = None
+    if preprocessing.uses_lungs:
+        from cxrkit.segment.weights import torch_segmenter
+
+        if not isinstance(data.get("segmenter"), dict):
+            raise CxrkitError(f"{checkpoint_path}: the preprocessing uses the lung segmenter but its weights "
+                              "are not in the checkpoint; retrain the run")
+        segmenter = torch_segmenter(data["segmenter"])
     ood = data.get("ood")
     if ood is not None:
         from cxrkit.ood.flags import check_reference
 
         ood = check_reference(ood, str(checkpoint_path))
-    return Predictor(model, data["classes"], Preprocessing.from_dict(data["preprocessing"]),
+    return Predictor(model, data["classes"], preprocessing,
                      single_logit=bool(data.get("single_logit", False)),
-                     run_dir=checkpoint_path.parent, info=data.get("info", {}), ood=ood)
+                     run_dir=checkpoint_path.parent, info=data.get("info", {}), ood=ood, segmenter=segmenter)
 
 
 def load(path: str | Path):

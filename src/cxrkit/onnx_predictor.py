@@ -2,8 +2,10 @@
 
 Everything besides the graph (classes, preprocessing contract, operating point, test
 metrics, the OOD threshold) is read from the file's `cxrkit` metadata written by `cxrkit
-export`; the OOD score is the graph's second output. Images are
-prepared by the same numpy code as in training, so nothing here imports torch.
+export`; the OOD score is the graph's second output. A model that focuses on the lungs
+carries its lung segmenter as a second ONNX graph in the metadata (key
+`cxrkit_lung_segmenter`). Images are prepared by the same numpy code as in training, so
+nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ METADATA_FORMAT = "cxrkit-onnx-v1"
 class OnnxPredictor(BasePredictor):
     """Probabilities for images from an exported ONNX model, like `cxrkit.inference.Predictor`."""
 
-    def __init__(self, session, metadata: dict, path: Path):
+    def __init__(self, session, metadata: dict, path: Path, segmenter=None):
         self.session = session
         self.path = path
         self.classes = list(metadata["classes"])
@@ -40,6 +42,7 @@ class OnnxPredictor(BasePredictor):
         self.ood = metadata.get("ood")
         self.ood_threshold = None if self.ood is None else float(self.ood["threshold"])
         self._outputs_wanted = [self._output] + ([self.ood["output"]] if self.ood else [])
+        self.segmenter = segmenter
 
     def _outputs(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         results = self.session.run(self._outputs_wanted, {self._input: batch})
@@ -77,4 +80,23 @@ def load_onnx_predictor(path: str | Path, threads: int | None = None) -> OnnxPre
     if not isinstance(metadata, dict) or metadata.get("format") != METADATA_FORMAT:
         raise CxrkitError(f"{path}: no cxrkit metadata (classes, preprocessing); "
                           "export it with `cxrkit export RUN --format onnx`")
-    return OnnxPredictor(session, metadata, path)
+    return OnnxPredictor(session, metadata, path, _segmenter(session, metadata, path, threads))
+
+
+def _segmenter(session, metadata: dict, path: Path, threads: int | None):
+    """The embedded lung segmenter when the preprocessing uses the lungs, else None."""
+    if not Preprocessing.from_dict(metadata["preprocessing"]).uses_lungs:
+        return None
+    from cxrkit.segment.onnx import METADATA_KEY as SEGMENTER_KEY
+    from cxrkit.segment.onnx import onnx_segmenter
+
+    encoded = session.get_modelmeta().custom_metadata_map.get(SEGMENTER_KEY)
+    about = metadata.get("lung_segmenter") or {}
+    if not encoded or "input_size" not in about:
+        raise CxrkitError(f"{path}: the model focuses on the lungs but carries no lung segmenter; "
+                          "re-export it with `cxrkit export RUN --format onnx`")
+    try:
+        return onnx_segmenter(encoded, int(about["input_size"]), about["digest"], session_options(threads))
+    except Exception as error:
+        raise CxrkitError(f"{path}: its embedded lung segmenter does not load ({error}); "
+                          "re-export it with `cxrkit export RUN --format onnx`") from error

@@ -80,9 +80,10 @@ def run(args: argparse.Namespace) -> int:
         except CxrkitError as error:
             failed.append((path, str(error)))
     with tqdm(total=len(readable), unit="img", desc="predict") as bar:
-        probabilities, scores = predictor.predict_with_ood([image for _, image in readable],
-                                                           args.batch_size, progress=bar.update)
+        probabilities, scores, lung_found = predictor.predict_details(
+            [image for _, image in readable], args.batch_size, progress=bar.update)
     threshold = predictor.ood_threshold
+    lungs = predictor.preprocessing.uses_lungs
     if args.format == "fhir" or args.sr_dir:
         standard_outputs(args, predictor, readable, probabilities, site_points)
     if args.format == "fhir":
@@ -99,17 +100,22 @@ def run(args: argparse.Namespace) -> int:
         writer = csv.writer(handle)
         writer.writerow(["path", "predicted", *[f"prob_{c}" for c in predictor.classes],
                          *(["ood_score", "out_of_distribution"] if scores is not None else []),
-                         *extra_header])
+                         *(["lung_found"] if lungs else []), *extra_header])
         for index, ((path, _), row) in enumerate(zip(readable, probabilities, strict=True)):
             ood = [] if scores is None else [f"{scores[index]:.4f}", str(scores[index] > threshold)]
+            lung = [str(lung_found[index]).lower()] if lungs else []
             writer.writerow([path, predictor.classes[int(decided[index])],
-                             *[f"{p:.6f}" for p in row], *ood, *extra])
+                             *[f"{p:.6f}" for p in row], *ood, *lung, *extra])
     print(f"wrote {len(readable)} prediction(s) to {out}")
     if scores is None:
         print("no out-of-distribution check: this model has no reference (add one with "
               "`cxrkit ood RUN`, then re-export)")
     elif len(scores):
         print(warning_text(flag_summary(scores, threshold)))
+    fallbacks = [path for (path, _), found in zip(readable, lung_found, strict=False) if found is False]
+    if fallbacks:
+        print(f"no plausible lung found in {len(fallbacks)} image(s); the whole image was used "
+              f"(lung_found=false), e.g. {fallbacks[0]}")
     return report_skipped(failed, ignored)
 
 

@@ -14,7 +14,8 @@ def quiet_lightning() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     for pattern in (".*LeafSpec.*", ".*smaller than the logging interval.*", ".*litlogger.*",
                     ".*does not have many workers.*", ".*Experiment logs directory.*",
-                    ".*Checkpoint directory .* exists and is not empty.*"):
+                    ".*Checkpoint directory .* exists and is not empty.*",
+                    ".*overridden `on_after_batch_transfer` in `LightningModule`.*"):
         warnings.filterwarnings("ignore", message=pattern)
 
 

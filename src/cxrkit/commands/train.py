@@ -37,7 +37,8 @@ FLAGS = {
     "accelerator": ("train.accelerator", str, "auto|cpu|gpu", "accelerator"),
     "strategy": ("train.strategy", str, "auto|ddp|...", "Lightning strategy"),
     "seed": ("train.seed", int, "N", "training seed"),
-    "workers": ("data.num_workers", int, "N", "data-loader worker processes"),
+    "workers": ("data.num_workers", lambda v: v if v == "auto" else int(v), "N|auto",
+                "data-loader worker processes (auto: 0 on CPU, up to 8 per GPU)"),
 }
 
 

@@ -14,6 +14,7 @@ from cxrkit.data.io import read_gray
 from cxrkit.errors import CxrkitError
 
 SAMPLES_PER_CLASS = 8
+LUNG_OVERLAYS_PER_CLASS = 4
 THUMBNAIL = 160
 CAPTION_LINE = 13
 IMAGE_COLUMNS = ["path", "label", "split", "group", "near_duplicate_group", "error", "reason",
@@ -99,6 +100,31 @@ def _sample_grid(table: pd.DataFrame, path: Path) -> None:
                   for i in sorted(chosen)]
         cells += [("", [])] * (-len(cells) % SAMPLES_PER_CLASS)
     _grid(cells, SAMPLES_PER_CLASS, "Random samples, one row per class", path)
+
+
+def _lung_overlays(table: pd.DataFrame, path: Path) -> dict:
+    """Lung overlays of a few images per class with the shipped segmenter (what preprocess.lung_crop sees).
+
+    Returns a summary for audit.json; `{"error": ...}` (and no figure) when the weights are missing.
+    """
+    from cxrkit.segment.predict import overlay_grid
+    from cxrkit.segment.weights import torch_segmenter
+
+    try:
+        segmenter = torch_segmenter()
+    except CxrkitError as error:
+        return {"error": str(error)}
+    readable = table[table["error"].isna()]
+    rng = np.random.default_rng(1)
+    chosen = []
+    for _, rows in sorted(readable.groupby("label"), key=lambda item: str(item[0])):
+        picks = rng.choice(len(rows), size=min(LUNG_OVERLAYS_PER_CLASS, len(rows)), replace=False)
+        chosen += [rows["path"].iat[i] for i in sorted(picks)]
+    found = overlay_grid(segmenter, chosen, path, columns=LUNG_OVERLAYS_PER_CLASS)
+    if not found:
+        return {"error": "no readable images"}
+    return {"segmenter": segmenter.digest, "shown": len(chosen), "no_lung_found": int(sum(not f for f in found)),
+            "figure": path.name}
 
 
 def _pair_montage(pairs: list[dict], threshold: float, title: str, path: Path) -> None:
@@ -193,6 +219,15 @@ def _html(report: dict, outputs: dict) -> str:
     for key in ("class_chart", "samples", "closest_pairs", "against_pairs"):
         if key in outputs:
             parts.append(f"<p><img src='{html.escape(outputs[key])}' alt='{key}'></p>")
+    lungs = report.get("lungs") or {}
+    parts.append("<h2>Lung fields</h2>")
+    if "figure" in lungs:
+        parts.append(f"<p>What <code>preprocess.lung_crop</code> would use: lung mask (green) and crop box "
+                     f"(yellow) from the shipped segmenter ({lungs['segmenter']}), {LUNG_OVERLAYS_PER_CLASS} "
+                     f"images per class; no plausible lung in {lungs['no_lung_found']} of {lungs['shown']} "
+                     f"(NO LUNG).</p><p><img src='{html.escape(outputs['lung_overlays'])}' alt='lung_overlays'></p>")
+    else:
+        parts.append(f"<p>Not shown: {html.escape(lungs.get('error', 'no images'))}</p>")
     parts.append(f"<p>Full data: <a href='{outputs['json']}'>{outputs['json']}</a>, "
                  f"<a href='{outputs['images']}'>{outputs['images']}</a>. "
                  f"Audit took {report['seconds']} s.</p>")
@@ -215,13 +250,16 @@ def write_audit(report: dict, table: pd.DataFrame, out_dir: Path) -> dict:
     threshold = report["duplicates"]["max_distance"]
     _pair_montage(report["duplicates"]["closest_pairs"], threshold,
                   "Closest pairs within the data", out_dir / outputs["closest_pairs"])
+    lungs = _lung_overlays(table, out_dir / "lung_overlays.png")
+    if "figure" in lungs:
+        outputs["lung_overlays"] = lungs["figure"]
     against = report["leakage"]["against"]
     if against:
         outputs["against_pairs"] = "against_pairs.png"
         _pair_montage(against["closest_pairs"], threshold,
                       f"Closest pairs against {against['source']}",
                       out_dir / outputs["against_pairs"])
-    report = {**report, "outputs": outputs}
+    report = {**report, "lungs": lungs, "outputs": outputs}
     (out_dir / outputs["json"]).write_text(json.dumps(report, indent=2, default=_json_default))
     (out_dir / outputs["html"]).write_text(_html(report, outputs))
     return outputs

@@ -1,7 +1,8 @@
-"""The preprocessing contract: enhancement, resize and normalisation, in numpy only.
+"""The preprocessing contract: lung focus, enhancement, resize and normalisation, in numpy only.
 
 The same functions serve training (through the cache), the Predictor and the ONNX
-runtime path, so an image is prepared identically everywhere. No torch import here.
+runtime path, so an image is prepared identically everywhere. No torch import here: the
+lung segmenter is passed in as an object whose network runs on torch or onnxruntime.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ from dataclasses import asdict, dataclass, field
 
 import cv2
 import numpy as np
+
+from cxrkit.errors import CxrkitError
+from cxrkit.segment.lungs import LungSegmenter, grow
 
 ENHANCEMENTS = ("none", "contrast_stretch", "histeq", "clahe")
 RESIZE_MODES = ("pad", "stretch")
@@ -31,9 +35,21 @@ class Preprocessing:
     clahe_tile_grid: int = 8
     mean: tuple[float, ...] = field(default=IMAGENET_MEAN)
     std: tuple[float, ...] = field(default=IMAGENET_STD)
+    lung_crop: bool = False
+    lung_crop_margin: float = 0.1
+    lung_mask_outside: bool = False
+    segmenter: str = ""
+
+    @property
+    def uses_lungs(self) -> bool:
+        """True when the lung segmenter takes part (crop to the lungs and/or blank what lies outside)."""
+        return self.lung_crop or self.lung_mask_outside
 
     def cache_key(self) -> str:
-        """Hash of the fields that change the cached uint8 image (not mean/std/channels)."""
+        """Hash of the fields that change the cached uint8 image (not mean/std/channels).
+
+        With lungs in use it includes the lung options and the segmenter weights' digest.
+        """
         fields = {
             "image_size": self.image_size,
             "resize": self.resize,
@@ -41,6 +57,8 @@ class Preprocessing:
             "clahe": (self.clahe_clip_limit, self.clahe_tile_grid),
             "version": 1,
         }
+        if self.uses_lungs:
+            fields["lungs"] = (self.lung_crop, self.lung_crop_margin, self.lung_mask_outside, self.segmenter)
         return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
 
     def to_dict(self) -> dict:
@@ -92,10 +110,41 @@ def resize(gray: np.ndarray, size: int, mode: str) -> np.ndarray:
     return cv2.resize(gray, (size, size), interpolation=interpolation)
 
 
-def prepare(gray: np.ndarray, prep: Preprocessing) -> np.ndarray:
-    """Enhance and resize a uint8 grey image: the form kept in the cache."""
+def prepare(gray: np.ndarray, prep: Preprocessing, segmenter: LungSegmenter | None = None) -> np.ndarray:
+    """Lung focus (if set), enhance and resize a uint8 grey image: the form kept in the cache."""
+    return prepare_with_lungs(gray, prep, segmenter)[0]
+
+
+def prepare_with_lungs(gray: np.ndarray, prep: Preprocessing,
+                       segmenter: LungSegmenter | None = None) -> tuple[np.ndarray, bool | None]:
+    """`prepare`, plus whether a plausible lung was found (None when the contract uses no lungs).
+
+    Where no plausible lung is found, the whole image is used (no crop, nothing blanked).
+    """
+    keep, found = None, None
+    if prep.uses_lungs:
+        lungs = check_segmenter(prep, segmenter).segment(gray)
+        found = lungs.found
+        whole = (0, gray.shape[0], 0, gray.shape[1])
+        top, bottom, left, right = lungs.box(prep.lung_crop_margin) if prep.lung_crop else whole
+        if prep.lung_mask_outside and found:
+            keep = grow(lungs.mask, prep.lung_crop_margin)[top:bottom, left:right]
+        gray = gray[top:bottom, left:right]
     gray = enhance(gray, prep.enhancement, prep.clahe_clip_limit, prep.clahe_tile_grid)
-    return np.ascontiguousarray(resize(gray, prep.image_size, prep.resize))
+    if keep is not None:
+        gray = np.where(keep, gray, 0).astype(np.uint8)
+    return np.ascontiguousarray(resize(gray, prep.image_size, prep.resize)), found
+
+
+def check_segmenter(prep: Preprocessing, segmenter: LungSegmenter | None) -> LungSegmenter:
+    """The segmenter, refused if missing or if its weights differ from those the contract names."""
+    if segmenter is None:
+        raise CxrkitError("this preprocessing uses the lung segmenter (preprocess.lung_crop / "
+                          "lung_mask_outside) but none was given; load models with cxrkit.load")
+    if prep.segmenter and segmenter.digest != prep.segmenter:
+        raise CxrkitError(f"lung segmenter {segmenter.digest} differs from the one this model was "
+                          f"trained with ({prep.segmenter}); use the segmenter stored with the model")
+    return segmenter
 
 
 def normalise(prepared: np.ndarray, prep: Preprocessing) -> np.ndarray:

@@ -271,7 +271,20 @@ def _calibration(document: dict, context: dict) -> str:
 
 def _samples(document: dict, context: dict) -> str:
     return ("<p>The most confident errors first (red), then correct predictions (green).</p>"
-            + _figure(context["figures"].get("samples"), "Sample predictions"))
+            + _figure(context["figures"].get("samples"), "Sample predictions") + _lungs(document, context))
+
+
+def _lungs(document: dict, context: dict) -> str:
+    lungs = document.get("lungs")
+    if not lungs:
+        return ""
+    focus = " and ".join(part for part, used in (("cropped to the lungs", lungs["lung_crop"]),
+                                                  ("blanked outside them", lungs["lung_mask_outside"])) if used)
+    return (f'<h3 id="lungs">Lung fields</h3><p>Images were {focus} (margin {lungs["lung_crop_margin"]}, '
+            f'segmenter {_e(lungs["segmenter"])}). No plausible lung found, whole image used: '
+            f'<strong>{lungs["no_lung_found"]} of {lungs["n"]}</strong> image(s) (marked NO LUNG; '
+            "lung_found=false in predictions.csv).</p>"
+            + _figure(context["figures"].get("lungs"), "Lung overlays: mask in green, crop box in yellow"))
 
 
 def _gradcam(document: dict, context: dict) -> str:

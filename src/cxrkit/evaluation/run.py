@@ -129,6 +129,12 @@ def evaluate_run(run_dir: str | Path, data: str | Path | None = None, split: str
         "out_of_distribution": ood,
     }
     document["warnings"] += collapsed_interval_notes(document, y_true, positive_index)
+    if "lung_found" in table.columns:
+        document["lungs"] = _lung_summary(predictor, table)
+        if document["lungs"]["no_lung_found"]:
+            document["warnings"].append(
+                f"No plausible lung found in {document['lungs']['no_lung_found']} of {len(table)} image(s): "
+                "the whole image was used for them (lung_found=false in predictions.csv).")
     tb_target = positive_index is not None and is_tuberculosis(classes[positive_index])
     if tb_target:
         document["who_tb_triage"] = _who_check(document)
@@ -140,6 +146,14 @@ def evaluate_run(run_dir: str | Path, data: str | Path | None = None, split: str
     figures = make_figures(out_dir / "plots", run_dir, y_true, probabilities, predictions,
                            document["confusion_matrix"], classes, positive_index, points, selected,
                            run_split, table, external, calibrate)
+    if "lung_found" in table.columns:
+        from cxrkit.segment.predict import overlay_examples, overlay_grid
+
+        shown = overlay_grid(predictor.segmenter, overlay_examples(table["path"].tolist(),
+                                                                   table["lung_found"].tolist()),
+                             out_dir / "plots" / "lungs.png", predictor.preprocessing.lung_crop_margin)
+        if shown:
+            figures["lungs"] = out_dir / "plots" / "lungs.png"
     files = {"metrics": "metrics.json", "predictions": "predictions.csv",
              "classification_report": "classification_report.txt", "report": "report.html"}
     (out_dir / "classification_report.txt").write_text(
@@ -169,6 +183,14 @@ def ood_section(predictor, table: pd.DataFrame) -> dict | None:
     reference = reference_summary(predictor.ood)
     return {**summary, "message": warning_text(summary), "method": reference["method"],
             "percentile": reference["percentile"], "n_val": reference["n_val"]}
+
+
+def _lung_summary(predictor, table: pd.DataFrame) -> dict:
+    """How the lung focus went: the options, and how many images fell back to the whole image."""
+    prep = predictor.preprocessing
+    return {"lung_crop": prep.lung_crop, "lung_crop_margin": prep.lung_crop_margin,
+            "lung_mask_outside": prep.lung_mask_outside, "segmenter": prep.segmenter,
+            "no_lung_found": int((~table["lung_found"].astype(bool)).sum()), "n": int(len(table))}
 
 
 def evaluation_set(run_dir: Path, run_split: pd.DataFrame, classes: list[str], data, split: str,
@@ -328,23 +350,25 @@ def predict_table(predictor, table: pd.DataFrame, where: str,
                           f"({', '.join(predictor.classes)})")
     paths = table["path"].tolist()
     logger.info("predicting %d images of %s", len(paths), where)
-    outputs, scores, kept, skipped = [], [], [], []
+    outputs, scores, kept, skipped, lung_found = [], [], [], [], []
     for start in range(0, len(paths), batch_size):
         batch = paths[start:start + batch_size]
         try:
-            batch_probabilities, batch_scores = predictor.predict_with_ood(batch, batch_size)
-            outputs.append(batch_probabilities)
+            probabilities, batch_scores, found = predictor.predict_details(batch, batch_size=batch_size)
+            outputs.append(probabilities)
             scores.append(batch_scores)
             kept += batch
+            lung_found += found
             continue
         except CxrkitError:
             pass
         for path in batch:
             try:
-                image_probabilities, image_scores = predictor.predict_with_ood([path])
-                outputs.append(image_probabilities)
+                probabilities, image_scores, found = predictor.predict_details([path])
+                outputs.append(probabilities)
                 scores.append(image_scores)
                 kept.append(path)
+                lung_found += found
             except CxrkitError as error:
                 skipped.append((path, str(error)))
     if not kept:
@@ -362,6 +386,8 @@ def predict_table(predictor, table: pd.DataFrame, where: str,
     table = table[table["path"].isin(kept_set)].drop_duplicates("path")
     order = {path: i for i, path in enumerate(kept)}
     table = table.iloc[np.argsort(table["path"].map(order).to_numpy())].reset_index(drop=True)
+    if predictor.preprocessing.uses_lungs and len(table) == len(lung_found):
+        table = table.assign(lung_found=lung_found)
     if len(table) != len(probabilities):
         raise CxrkitError(f"{where}: some images are listed twice; remove the duplicate rows")
     if predictor.ood_threshold is not None:
@@ -381,6 +407,8 @@ def predictions_frame(table: pd.DataFrame, probabilities: np.ndarray, y_pred: np
         frame[f"prob_{name}"] = probabilities[:, index]
     if "ood_score" in table:
         frame["ood_score"] = table["ood_score"].to_numpy()
+    if "lung_found" in table.columns:
+        frame["lung_found"] = table["lung_found"].to_numpy()
     return frame
 
 

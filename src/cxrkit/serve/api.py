@@ -48,6 +48,8 @@ class ImagePrediction(BaseModel):
         description="is the image unlike the training images (Mahalanobis distance in the "
                     "model's feature space above the threshold chosen on validation)? null when "
                     "the model has no reference")
+    lung_found: bool | None = Field(None, description="False: no plausible lung found, the whole image "
+                                    "was used; null: the model does not use lung_crop")
 
 
 class PredictResponse(BaseModel):

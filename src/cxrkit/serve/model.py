@@ -107,13 +107,14 @@ class ServedModel:
         return self.runtime == "pytorch"
 
     def predict(self, grays: list[np.ndarray]) -> list[dict]:
-        """Probabilities, decision and out-of-distribution check for decoded grey images."""
-        probabilities, scores = self.predictor.predict_with_ood(grays)
+        """Probabilities, decision, out-of-distribution check and lung_found for decoded grey images."""
+        probabilities, scores, lung_found = self.predictor.predict_details(grays)
         return [{"probabilities": dict(zip(self.classes, map(float, row), strict=True)),
                  "decision": self.rule.decide(row),
                  "threshold": self.rule.threshold,
                  "positive_class": self.rule.positive_class,
-                 "out_of_distribution": self.ood_check(None if scores is None else scores[index])}
+                 "out_of_distribution": self.ood_check(None if scores is None else scores[index]),
+                 "lung_found": lung_found[index]}
                 for index, row in enumerate(probabilities)]
 
     def ood_check(self, score: float | None) -> dict | None:

@@ -17,6 +17,8 @@ IMAGE_HEIGHT = 360
 UPLOAD_TYPES = [".png", ".jpg", ".jpeg", ".dcm", ".dicom"]
 NOTICE = ("**Not for clinical use.** Research software: the output is a model's estimate, "
           "not a diagnosis, and must not guide the care of a patient.")
+NO_LUNG = ("\n\n**No plausible lung found in this image: the whole image was used** "
+           "(the model was trained on lung crops, so this result is less reliable).")
 NO_GRADCAM_ONNX = ("Grad-CAM needs the PyTorch model, and this server runs an exported ONNX "
                    "graph: serve the run folder (`cxrkit serve RUN`) to see heatmaps.")
 
@@ -42,7 +44,8 @@ def build_page(served: ServedModel):
         heatmap, note = _gradcam(explainer, gray)
         ood = _ood_text(prediction["out_of_distribution"])
         return (dict(zip(served.classes, map(float, probabilities), strict=True)),
-                _decision_text(served, probabilities, threshold if binary else None),
+                _decision_text(served, probabilities, threshold if binary else None)
+                + (NO_LUNG if prediction["lung_found"] is False else ""),
                 model_input, heatmap, note, probabilities, gr.update(value=ood, visible=bool(ood)))
 
     def redecide(probabilities: np.ndarray | None, threshold: float) -> str:

@@ -90,12 +90,24 @@ def _near_duplicate_groups(manifest: pd.DataFrame, config: Config) -> list | Non
     return near_duplicate_groups(list(manifest["path"]), config.data.near_duplicate_distance)
 
 
-def _load_split_images(manifest: pd.DataFrame, prep: Preprocessing, config: Config, use_test: bool):
+def _load_split_images(manifest: pd.DataFrame, prep: Preprocessing, config: Config, use_test: bool,
+                       segmenter=None, lung_fallbacks: list[str] | None = None):
     splits = ["train", "val"] + (["test"] if use_test else [])
     wanted = manifest[manifest["split"].isin(splits)].reset_index(drop=True)
-    images, failures = load_cached_images(list(wanted["path"]), prep, config.data.cache_dir)
+    images, failures = load_cached_images(list(wanted["path"]), prep, config.data.cache_dir,
+                                          segmenter=segmenter, lung_fallbacks=lung_fallbacks)
     readable = wanted[~wanted["path"].isin(failures)].reset_index(drop=True)
     return readable, images, failures
+
+
+def _lung_segmenter(config: Config) -> tuple[dict | None, object | None]:
+    """(weights, torch segmenter) when the preprocessing uses the lungs, else (None, None)."""
+    if not (config.preprocess.lung_crop or config.preprocess.lung_mask_outside):
+        return None, None
+    from cxrkit.segment.weights import read_weights, torch_segmenter
+
+    weights = read_weights(config.preprocess.lung_weights)
+    return weights, torch_segmenter(weights)
 
 
 def _class_weights(labels: np.ndarray, num_classes: int, mode: str) -> torch.Tensor | None:
@@ -189,11 +201,18 @@ def train(config: Config | str | None = None, *, callbacks: Sequence = (), use_t
 
     manifest = build_split(config, use_test)
     classes = sorted(manifest["label"].unique())
+    lung_weights, segmenter = _lung_segmenter(config)
     prep = Preprocessing(image_size=config.preprocess.image_size, resize=config.preprocess.resize,
                          channels=config.preprocess.channels, enhancement=config.preprocess.enhancement,
                          clahe_clip_limit=config.preprocess.clahe_clip_limit,
-                         clahe_tile_grid=config.preprocess.clahe_tile_grid)
-    readable, images, failures = _load_split_images(manifest, prep, config, use_test)
+                         clahe_tile_grid=config.preprocess.clahe_tile_grid,
+                         lung_crop=config.preprocess.lung_crop,
+                         lung_crop_margin=config.preprocess.lung_crop_margin,
+                         lung_mask_outside=config.preprocess.lung_mask_outside,
+                         segmenter=segmenter.digest if segmenter else "")
+    lung_fallbacks: list[str] = []
+    readable, images, failures = _load_split_images(manifest, prep, config, use_test, segmenter, lung_fallbacks)
+    _write_lung_fallbacks(run_dir, lung_fallbacks)
     _write_skipped(run_dir, failures, manifest.attrs.get("ignored", []))
     used = manifest[~manifest["path"].isin(failures)]
     write_split_file(used, run_dir / "split.csv")
@@ -219,14 +238,12 @@ def train(config: Config | str | None = None, *, callbacks: Sequence = (), use_t
     if config.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
 
-    augment = train_augmentation(config.augment, config.preprocess.image_size)
-    datasets = {s: CachedImageDataset(images[m], labels[m], augment if s == "train" else None)
-                for s, m in masks.items() if m.any()}
+    datasets = {s: CachedImageDataset(images[m], labels[m]) for s, m in masks.items() if m.any()}
     data = CachedDataModule(datasets, config.train.batch_size, config.data.num_workers,
                             oversample=config.train.sampler == "oversample", seed=config.train.seed)
     module = Classifier(model, len(classes), config.train, mean, std, config.preprocess.channels,
                         _class_weights(labels[masks["train"]], len(classes), config.train.class_weights),
-                        single_logit)
+                        single_logit, train_augmentation(config.augment))
     monitor_mode = "min" if config.train.monitor == "val_loss" else "max"
     trainer = _trainer(config, run_dir, callbacks, monitor_mode)
     try:
@@ -242,7 +259,8 @@ def train(config: Config | str | None = None, *, callbacks: Sequence = (), use_t
         state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
         module.load_state_dict(state)
     ood = _ood_reference(module.model, images, labels, masks, prep)
-    _save_model(run_dir, module.model, classes, prep, model_spec, single_logit, config, ood)
+    _save_model(run_dir, module.model, classes, prep, model_spec, single_logit, config, ood=ood,
+                lung_weights=lung_weights)
     info = {
         "wall_time_s": round(time.perf_counter() - started, 1),
         "images_per_s": round(trainer.callback_metrics.get("img_per_s", torch.tensor(float("nan"))).item(), 1),
@@ -252,9 +270,13 @@ def train(config: Config | str | None = None, *, callbacks: Sequence = (), use_t
         "best_val_metric": _as_float(trainer.checkpoint_callback.best_model_score),
         "monitor": config.train.monitor,
         "precision": str(trainer.precision),
+        "device": str(trainer.strategy.root_device),
+        "num_workers": data.settings()[0],
+        "pin_memory": data.settings()[1],
         "split_sizes": {s: int(m.sum()) for s, m in masks.items()},
         "sites": site_counts(used),
         "skipped": len(failures),
+        **({"lung_fallbacks": len(lung_fallbacks)} if segmenter else {}),
     }
     (run_dir / "training.json").write_text(json.dumps(info, indent=2))
     merge_epoch_logs(run_dir / "logs", run_dir / "metrics.csv")
@@ -309,9 +331,12 @@ def _ood_reference(model, images: np.ndarray, labels: np.ndarray, masks: dict,
 
 
 def _save_model(run_dir: Path, model, classes, prep: Preprocessing, model_spec: dict,
-                single_logit: bool, config: Config, ood: dict | None = None) -> None:
+                single_logit: bool, config: Config, ood: dict | None = None,
+                lung_weights: dict | None = None) -> None:
+    """model.ckpt; with lungs in use it also holds the segmenter's weights (the contract names their digest)."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     torch.save({
+        **({"segmenter": lung_weights} if lung_weights else {}),
         "format": CHECKPOINT_FORMAT,
         "state_dict": state,
         "classes": list(classes),
@@ -321,6 +346,14 @@ def _save_model(run_dir: Path, model, classes, prep: Preprocessing, model_spec: 
         "info": {"model_name": config.model.name, "recipe": config.recipe, "run": run_dir.name},
         "ood": ood,
     }, run_dir / CHECKPOINT_NAME)
+
+
+def _write_lung_fallbacks(run_dir: Path, paths: list[str]) -> None:
+    """lung_fallbacks.csv: training images where no plausible lung was found (whole image used)."""
+    if paths:
+        pd.DataFrame({"path": paths}).to_csv(run_dir / "lung_fallbacks.csv", index=False)
+        log.warning("no plausible lung found in %d image(s); the whole image was used (listed in %s)",
+                    len(paths), run_dir / "lung_fallbacks.csv")
 
 
 def _write_skipped(run_dir: Path, failures: dict[str, str], ignored: list[str]) -> None:

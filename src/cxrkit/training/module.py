@@ -34,13 +34,18 @@ def focal_loss(logits: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor
 
 
 class Classifier(L.LightningModule):
-    """Wraps a registry model: uint8 batches in, normalised on the fly, logits out."""
+    """Wraps a registry model: uint8 batches in, augmented (training only) and normalised on the
+    training device, logits out."""
 
     def __init__(self, model: nn.Module, num_classes: int, train_config: TrainConfig,
                  mean: tuple[float, ...], std: tuple[float, ...], channels: int,
-                 class_weights: torch.Tensor | None = None, single_logit: bool = False):
+                 class_weights: torch.Tensor | None = None, single_logit: bool = False,
+                 augment: nn.Module | None = None):
         super().__init__()
+        if train_config.compile:
+            model.compile()  # in place: the state dict keeps its keys
         self.model = model
+        self.augment = augment
         self.num_classes = num_classes
         self.config = train_config
         self.channels = channels
@@ -51,8 +56,18 @@ class Classifier(L.LightningModule):
             num_classes))
         self._val_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
 
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """Augment training batches where they now live (the GPU when there is one), per image."""
+        if self.augment is not None and self.trainer is not None and self.trainer.training:
+            images, targets = batch
+            with torch.no_grad():
+                batch = self.augment(images), targets
+        return batch
+
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
-        batch = images.float().div_(255.0).expand(-1, self.channels, -1, -1)
+        """uint8 (0-255) or float (0-1) batches to the model's normalised input."""
+        batch = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
+        batch = batch.expand(-1, self.channels, -1, -1)
         batch = (batch - self.mean) / self.std
         if self.config.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
