@@ -16,7 +16,8 @@ from cxrkit.extras import install_hint
 RESUMABLE = ("tune", "experiment")  # they continue where they stopped when run again
 COMMAND_MODULES = (
     "train", "predict", "recipes", "quickstart", "evaluate", "compare", "data",
-    "explain", "export", "serve", "experiment", "tune", "ood", "segment",
+    "explain", "export", "serve", "experiment", "tune", "ood", "segment", "calibrate",
+    "monitor", "compare_deployment",
 )
 
 

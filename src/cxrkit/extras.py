@@ -8,8 +8,8 @@ PROVIDERS = {
     "onnx": ("export",), "onnxscript": ("export",), "onnxruntime": ("api", "export"),
     "fastapi": ("api",), "uvicorn": ("api",), "multipart": ("api",), "python_multipart": ("api",),
     "starlette": ("api",), "gradio": ("ui",),
-    "optuna": ("tune",), "psycopg2": ("postgres",),
-    "pydicom": ("dicom",), "datasets": ("hf",), "kagglehub": ("kaggle",),
+    "optuna": ("tune",), "psycopg2": ("postgres",), "sqlalchemy": ("monitor", "postgres"),
+    "fhir": ("fhir",), "highdicom": ("dicom",), "pydicom": ("dicom",), "datasets": ("hf",), "kagglehub": ("kaggle",),
     "tensorboard": ("tensorboard",),
 }
 PREFERRED = {"export": "export", "serve": "api", "predict": "api", "evaluate": "api"}

@@ -33,6 +33,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="most pixels in one image, checked before decoding (default 4096x4096)")
     parser.add_argument("--max-decodes", type=int, default=2,
                         help="images decoded at once across all requests (default 2)")
+    parser.add_argument("--site", metavar="NAME",
+                        help="decide at this site operating point of the run (made by "
+                             "`cxrkit calibrate --select`)")
+    parser.add_argument("--log", metavar="URL",
+                        help="silent-mode monitoring: record every scored image (time, model, "
+                             "operating point, scores, decision, image sha256; never the image) "
+                             "in this SQLite file or database URL; read it with `cxrkit monitor`")
     parser.set_defaults(func=handler)
 
 
@@ -56,7 +63,7 @@ def handler(args: argparse.Namespace) -> int:
 
     app = build_app(args.model, token=token, max_upload_mb=args.max_upload_mb,
                     examples=args.examples, max_images=args.max_images, max_pixels=args.max_pixels,
-                    concurrent_decodes=args.max_decodes)
+                    concurrent_decodes=args.max_decodes, site=args.site, log=args.log)
     if args.host not in LOOPBACK and token is None:
         print(f"warning: serving on {args.host} without a token: anyone who can reach this "
               f"address can use the model; set --token or {TOKEN_VARIABLE}")
@@ -64,6 +71,8 @@ def handler(args: argparse.Namespace) -> int:
     print(f"serving {args.model} at {url}/ (API {url}/api/v1, spec {url}/openapi.json); "
           "press Ctrl+C to stop", flush=True)
     print(f"decision: {app.state.served.rule.describe()}", flush=True)
+    if args.log:
+        print(f"logging every scored image to {args.log} (no images are stored)", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 

@@ -4,12 +4,14 @@ Every error a client can cause is a 4xx JSON body `{"detail": "<one line>"}`: no
 a corrupt image, an upload over the size limit, a missing or wrong field, a bad token.
 """
 
+import hashlib
 import secrets
-from typing import Annotated
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, File, HTTPException, UploadFile
+from fastapi import APIRouter, Depends, File, HTTPException, Query, UploadFile
+from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from cxrkit.errors import CxrkitError
 from cxrkit.serve.decode import UploadTooLarge, decode_image
@@ -56,6 +58,15 @@ class PredictResponse(BaseModel):
     model_id: str
     decision_rule: str
     predictions: list[ImagePrediction]
+
+
+class FhirBundle(BaseModel):
+    """`?format=fhir`: a FHIR R4 collection Bundle, one Observation per image."""
+
+    model_config = ConfigDict(extra="allow")
+    resourceType: Literal["Bundle"]
+    type: str
+    entry: list[dict]
 
 
 class ModelCard(BaseModel):
@@ -116,22 +127,30 @@ def build_router(served: ServedModel, token: str | None,
         """Classes, the input contract, the decision rule and the run's test metrics."""
         return served.card()
 
-    @router.post("/predict", response_model=PredictResponse, **guarded)
+    @router.post("/predict", response_model=PredictResponse | FhirBundle, **guarded)
     def predict(images: Annotated[list[UploadFile], File(
             min_length=1, max_length=max_images,
             description=f"1 to {max_images} PNG, JPEG or DICOM files in the multipart "
-                        f"field '{FIELD}'")]) -> dict:
+                        f"field '{FIELD}'")],
+                format: Annotated[Literal["json", "fhir"], Query(
+                    description="json (default) or fhir: a FHIR R4 Bundle of one Observation "
+                                "per image")] = "json"):
         """Class probabilities and the decision at the run's frozen operating point."""
         names = [upload.filename or "upload" for upload in images]
-        predictions = []
+        predictions, hashes = [], []
         for start in range(0, len(images), DECODE_CHUNK):
             chunk = images[start:start + DECODE_CHUNK]
+            contents = [upload.file.read() for upload in chunk]
+            hashes += [hashlib.sha256(content).hexdigest() for content in contents]
 
-            def decode_and_predict(chunk=chunk):
-                return served.predict([_decode(upload, upload.filename or "upload",
-                                               served.max_pixels) for upload in chunk])
+            def decode_and_predict(chunk=chunk, contents=contents):
+                return served.predict([_decode(content, upload.filename or "upload", served.max_pixels)
+                                       for upload, content in zip(chunk, contents, strict=True)])
 
             predictions += served.decoding(decode_and_predict)
+        served.log_requests(predictions, hashes)
+        if format == "fhir":
+            return JSONResponse(fhir_response(served, names, hashes, predictions))
         return finite_json({
             "model_id": served.model_id,
             "decision_rule": served.rule.describe(),
@@ -142,10 +161,22 @@ def build_router(served: ServedModel, token: str | None,
     return router
 
 
-def _decode(upload: UploadFile, name: str, max_pixels: int):
+def _decode(content: bytes, name: str, max_pixels: int):
     try:
-        return decode_image(upload.file.read(), name, max_pixels)
+        return decode_image(content, name, max_pixels)
     except UploadTooLarge as error:
         raise HTTPException(413, str(error)) from error
     except CxrkitError as error:
         raise HTTPException(400, str(error)) from error
+def fhir_response(served: ServedModel, names: list[str], hashes: list[str],
+                  predictions: list[dict]) -> dict:
+    """A FHIR Bundle with one Observation per image (needs the cxrkit[fhir] extra)."""
+    from cxrkit.deployment.standards import fhir_bundle, fhir_observation
+
+    try:
+        observations = [fhir_observation({**p, "operating_point": served.rule.operating_point},
+                                         served.model_id, name, digest)
+                        for name, digest, p in zip(names, hashes, predictions, strict=True)]
+    except CxrkitError as error:
+        raise HTTPException(400, f"format=fhir is not available on this server: {error}") from error
+    return fhir_bundle(observations)

@@ -95,10 +95,17 @@ async def _json_error(send, status: int, detail: str, headers: list | None = Non
 def build_app(model_path: str | Path, token: str | None = None,
               max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, examples: str | Path | None = None,
               max_images: int = MAX_IMAGES_PER_REQUEST, max_pixels: int = DEFAULT_MAX_PIXELS,
-              concurrent_decodes: int = DEFAULT_CONCURRENT_DECODES):
-    """The FastAPI app serving `model_path` (run folder, model.ckpt or .onnx) on one port."""
-    served = load_served_model(model_path, examples)
+              concurrent_decodes: int = DEFAULT_CONCURRENT_DECODES, site: str | None = None,
+              log: str | None = None):
+    """The FastAPI app serving `model_path` (run folder, model.ckpt or .onnx) on one port;
+    `site` decides at that site operating point of the run; `log` records every scored image
+    in that request log (SQLite path or database URL)."""
+    served = load_served_model(model_path, examples, site)
     served.limit_decoding(max_pixels, concurrent_decodes)
+    if log is not None:
+        from cxrkit.deployment.request_log import RequestLog
+
+        served.request_log = RequestLog(log)
     return build_served_app(served, token, max_upload_mb, max_images)
 
 

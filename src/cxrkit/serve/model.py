@@ -37,6 +37,7 @@ class DecisionRule:
     positive_class: str | None = None
     threshold: float | None = None
     operating_point: str | None = None
+    chosen_on: str = "the validation split"
 
     def decide(self, probabilities: np.ndarray, threshold: float | None = None) -> str:
         """The decided class; `threshold` overrides the frozen one (binary models only)."""
@@ -56,7 +57,7 @@ class DecisionRule:
             return ("no frozen operating point in this model (run `cxrkit evaluate RUN`): "
                     "the decision is the most probable class")
         return (f"{self.positive_class} when P({self.positive_class}) >= {self.threshold:.4g}, "
-                f"the operating point '{self.operating_point}' chosen on the validation split")
+                f"the operating point '{self.operating_point}' chosen on {self.chosen_on}")
 
     def as_dict(self) -> dict:
         rule = "threshold" if self.threshold is not None else "argmax"
@@ -83,7 +84,9 @@ def decision_rule(classes: list[str], operating_point: dict | None, source: str)
         raise CxrkitError(f"{source}: operating point (positive class {positive!r}, threshold "
                           f"{threshold}) does not fit classes {list(classes)}; "
                           "re-run `cxrkit evaluate`")
-    return DecisionRule(classes, positive, threshold, str(selected))
+    chosen_on = operating_point.get("chosen_on", "val")
+    return DecisionRule(classes, positive, threshold, str(selected),
+                        "the validation split" if chosen_on == "val" else chosen_on)
 
 
 def _decoder(workers: int) -> ThreadPoolExecutor:
@@ -117,6 +120,7 @@ class ServedModel:
         their number however many requests arrive at once.
         """
         return self.decoder.submit(work).result()
+    request_log: Any = None  # a cxrkit.deployment.request_log.RequestLog with `serve --log`
 
     @property
     def classes(self) -> list[str]:
@@ -149,6 +153,18 @@ class ServedModel:
         return {"flagged": flagged, "score": float(score), "threshold": threshold,
                 "message": message}
 
+    def log_requests(self, predictions: list[dict], image_hashes: list[str]) -> None:
+        """Record scored images in the request log, if the server keeps one (never the image)."""
+        if self.request_log is None:
+            return
+        rows = []
+        for prediction, digest in zip(predictions, image_hashes, strict=True):
+            ood = prediction.get("out_of_distribution") or {}
+            rows.append({**prediction, "operating_point": self.rule.operating_point,
+                         "image_sha256": digest, "ood_flag": ood.get("flagged"),
+                         "ood_score": ood.get("score")})
+        self.request_log.record(self.model_id, rows)
+
     def card(self) -> dict:
         """What a client needs to know: classes, input contract, decision rule, test metrics."""
         return finite_json({
@@ -164,8 +180,10 @@ class ServedModel:
         })
 
 
-def load_served_model(path: str | Path, examples: str | Path | None = None) -> ServedModel:
-    """Load a run folder, model.ckpt or exported .onnx file for serving."""
+def load_served_model(path: str | Path, examples: str | Path | None = None,
+                      site: str | None = None) -> ServedModel:
+    """Load a run folder, model.ckpt or exported .onnx file for serving; `site` names a site
+    operating point of the run (made by `cxrkit calibrate --select`) to decide at."""
     from cxrkit.export import frozen_operating_point, read_run_json, run_model_id
     from cxrkit.inference import load
 
@@ -175,12 +193,20 @@ def load_served_model(path: str | Path, examples: str | Path | None = None) -> S
         runtime, model_id, metrics = "onnxruntime", predictor.model_id, predictor.test_metrics
         source, operating_point = path, predictor.operating_point
         default_examples: list[Path] = []
+        if site is not None:
+            from cxrkit.evaluation.thresholds import load_site_points
+
+            load_site_points(None, site)  # refuses: site points live in the run folder
     else:
         run_dir = predictor.run_dir
         runtime, source, model_id = "pytorch", run_dir, run_model_id(run_dir)
         metrics = read_run_json(run_dir, "test_metrics.json")
         operating_point = frozen_operating_point(run_dir)
         default_examples = test_split_examples(run_dir / "split.csv", run_data_root(run_dir))
+        if site is not None:
+            from cxrkit.evaluation.thresholds import load_site_points
+
+            operating_point = load_site_points(run_dir, site)
     rule = decision_rule(predictor.classes, operating_point, str(source))
     example_files = folder_examples(examples) if examples is not None else default_examples
     return ServedModel(predictor, model_id, runtime, rule, metrics, source, example_files)
