@@ -155,6 +155,8 @@ def test_examples_come_from_the_test_split(tmp_path: Path):
     rows = ["path,label,group,split", f"{images[0]},Normal,a,train", f"{images[1]},Normal,b,test",
             f"{images[2]},Tuberculosis,c,test", f"{tmp_path / 'gone.png'},Tuberculosis,d,test"]
     (run / "split.csv").write_text("\n".join(rows) + "\n")
+    assert load_served_model(run).examples == []  # the run names no data source
+    (run / "config.yaml").write_text(f"data:\n  source: {tmp_path / 'data'}\n")
     assert load_served_model(run).examples == images[1:]
     assert load_served_model(run, examples=tmp_path / "data").examples == images
     with pytest.raises(CxrkitError, match="--examples"):

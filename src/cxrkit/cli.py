@@ -5,14 +5,19 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
+import threading
 
 from cxrkit import __version__
-from cxrkit.errors import CxrkitError
+from cxrkit.errors import CxrkitError, TrainingInterrupted
+from cxrkit.extras import install_hint
 
+RESUMABLE = ("tune", "experiment")  # they continue where they stopped when run again
 COMMAND_MODULES = (
     "train", "predict", "recipes", "quickstart", "evaluate", "compare", "data",
-    "explain", "export", "serve", "experiment", "tune", "ood", "segment",
+    "explain", "export", "serve", "experiment", "tune", "ood", "segment", "calibrate",
+    "monitor", "compare_deployment",
 )
 
 
@@ -40,14 +45,36 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
+    again = args.command in RESUMABLE
     try:
         return int(args.func(args) or 0)
+    except TrainingInterrupted as error:
+        print("interrupted: run the same command again to continue" if again
+              else f"interrupted: {error}", file=sys.stderr)
+        return 130
     except CxrkitError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print("interrupted: run the same command again to continue" if again else "interrupted",
+              file=sys.stderr)
         return 130
+    except ModuleNotFoundError as error:
+        hint = install_hint(error, args.command)
+        if hint is None:
+            raise
+        print(f"error: {hint}", file=sys.stderr)
+        return 2
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate(signum, frame) -> None:
+    """SIGTERM stops a command the way Ctrl-C does: checkpoints saved, one line, exit 130."""
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ class DataConfig(Section):
     split_seed: int = 42
     group_near_duplicates: bool = True
     near_duplicate_distance: int = Field(4, ge=0, le=32)
+    strict_split: bool = False
     cache_dir: str | None = None
     num_workers: Annotated[int, Field(ge=0)] | Literal["auto"] = "auto"
 
@@ -274,4 +275,24 @@ def load_config_file(path: str | Path) -> Config:
         path = path / "config.yaml"
     if not path.is_file():
         raise CxrkitError(f"{path}: no config.yaml")
-    return validate_config(yaml.safe_load(path.read_text()) or {})
+    try:
+        return validate_config(read_yaml_mapping(path))
+    except CxrkitError as error:
+        raise CxrkitError(f"{path}: {error}") from None
+
+
+def read_yaml_mapping(path: str | Path) -> dict:
+    """A YAML file that must hold a mapping (safe loader); CxrkitError naming the file if not."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, UnicodeDecodeError) as error:
+        raise CxrkitError(f"{path}: cannot read ({error})") from error
+    except yaml.YAMLError as error:
+        where = getattr(error, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where is not None else ""
+        raise CxrkitError(f"{path}: invalid YAML{line} ({getattr(error, 'problem', None) or error}); "
+                          "fix or restore the file") from error
+    if not isinstance(data, dict):
+        raise CxrkitError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
+    return data

@@ -56,16 +56,34 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return path
 
 
-def read_checkpoint(path: str | Path) -> dict:
-    """Load a cxrkit checkpoint dict safely (weights_only=True)."""
+def safe_torch_load(path: str | Path, what: str = "checkpoint") -> dict:
+    """`torch.load(path, weights_only=True)`: tensors and plain values only, never code.
+
+    A file that holds anything else (e.g. a crafted pickle) is refused with one line; the
+    reason never suggests turning the safe loader off.
+    """
     import torch
 
-    path = resolve_checkpoint(path)
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise CxrkitError(f"{path}: not a readable cxrkit checkpoint ({error})") from error
-    if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
+        if type(error).__name__ == "UnpicklingError":
+            raise CxrkitError(f"{path}: refused to load this {what}: it holds Python objects other "
+                              "than tensors and plain values, which cxrkit never runs; use a file "
+                              "written by cxrkit") from error
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CxrkitError(f"{path}: not a readable {what} ({reason}); it may be truncated or "
+                          "corrupt: re-create it with `cxrkit train`") from error
+    if not isinstance(data, dict):
+        raise CxrkitError(f"{path}: not a cxrkit {what} (expected a dict of tensors)")
+    return data
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """Load a cxrkit checkpoint dict safely (weights_only=True)."""
+    path = resolve_checkpoint(path)
+    data = safe_torch_load(path, "cxrkit checkpoint")
+    if data.get("format") != CHECKPOINT_FORMAT:
         raise CxrkitError(f"{path}: not a cxrkit model checkpoint (format {CHECKPOINT_FORMAT})")
     return data
 
@@ -116,6 +134,8 @@ class BasePredictor:
         was found (the whole image was used) and None when the model uses no lungs.
         `progress` is called with each batch size.
         """
+        if batch_size < 1:
+            raise CxrkitError(f"batch_size {batch_size}: give 1 or more")
         images = _as_list(images)
         return self._predict_prepared((self.prepare_with_lungs(image) for image in images), batch_size,
                                       progress)
@@ -329,10 +349,15 @@ def load_torch_predictor(path: str | Path) -> Predictor:
 
     checkpoint_path = resolve_checkpoint(path)
     data = read_checkpoint(checkpoint_path)
-    spec = data["model"]
-    model = build_model(**spec, weights="none", freeze="none")
-    model.load_state_dict(data["state_dict"])
-    preprocessing = Preprocessing.from_dict(data["preprocessing"])
+    try:
+        model = build_model(**data["model"], weights="none", freeze="none")
+        model.load_state_dict(data["state_dict"])
+        preprocessing = Preprocessing.from_dict(data["preprocessing"])
+        classes = list(data["classes"])
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise CxrkitError(f"{checkpoint_path}: the checkpoint is malformed ({type(error).__name__}: "
+                          f"{reason}); train the run again") from error
     segmenter = None
     if preprocessing.uses_lungs:
         from cxrkit.segment.weights import torch_segmenter
@@ -346,9 +371,9 @@ def load_torch_predictor(path: str | Path) -> Predictor:
         from cxrkit.ood.flags import check_reference
 
         ood = check_reference(ood, str(checkpoint_path))
-    return Predictor(model, data["classes"], preprocessing,
-                     single_logit=bool(data.get("single_logit", False)),
-                     run_dir=checkpoint_path.parent, info=data.get("info", {}), ood=ood, segmenter=segmenter)
+    return Predictor(model, classes, preprocessing, single_logit=bool(data.get("single_logit", False)),
+                     run_dir=checkpoint_path.parent, info=dict(data.get("info") or {}), ood=ood,
+                     segmenter=segmenter)
 
 
 def load(path: str | Path):

@@ -80,7 +80,12 @@ def load_onnx_predictor(path: str | Path, threads: int | None = None) -> OnnxPre
     if not isinstance(metadata, dict) or metadata.get("format") != METADATA_FORMAT:
         raise CxrkitError(f"{path}: no cxrkit metadata (classes, preprocessing); "
                           "export it with `cxrkit export RUN --format onnx`")
-    return OnnxPredictor(session, metadata, path, _segmenter(session, metadata, path, threads))
+    try:
+        segmenter = _segmenter(session, metadata, path, threads)
+        return OnnxPredictor(session, metadata, path, segmenter)
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise CxrkitError(f"{path}: the cxrkit metadata is malformed ({type(error).__name__}: {error}); "
+                          "export the run again with `cxrkit export RUN`") from error
 
 
 def _segmenter(session, metadata: dict, path: Path, threads: int | None):

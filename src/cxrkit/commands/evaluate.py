@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from cxrkit.commands import positive_int
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -21,7 +23,11 @@ def register(subparsers) -> None:
                              "e.g. normal=Normal,tb=Tuberculosis")
     parser.add_argument("--out", help="output folder (default: the run, or RUN/external/NAME)")
     parser.add_argument("--operating-point", metavar="NAME",
-                        help="argmax (default), youden, max_f1 or sensitivity (with --sensitivity)")
+                        help="evaluate at argmax, youden, max_f1 or sensitivity (with --sensitivity); "
+                             "default: the run's default point (argmax until --set-default)")
+    parser.add_argument("--set-default", action="store_true",
+                        help="make --operating-point the run's default, used by serve, export, "
+                             "compare and later evaluations")
     parser.add_argument("--sensitivity", type=float, metavar="S",
                         help="target sensitivity of the 'sensitivity' point (default 0.90, the WHO "
                              "TB triage target)")
@@ -32,7 +38,7 @@ def register(subparsers) -> None:
                         help="skip the temperature-scaled reliability figures")
     parser.add_argument("--no-gradcam", action="store_true",
                         help="leave the Grad-CAM gallery out of the report (faster on CPU)")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="images per batch (default 32)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing evaluation (and re-choose changed "
                              "operating points)")
@@ -49,7 +55,7 @@ def handle(args: argparse.Namespace) -> int:
         out_dir=args.out, n_bootstrap=args.bootstrap, seed=args.seed,
         operating_point=args.operating_point, target_sensitivity=args.sensitivity,
         calibrate=not args.no_calibration, overwrite=args.overwrite, batch_size=args.batch_size,
-        gradcam=not args.no_gradcam, progress=ProgressBars())
+        gradcam=not args.no_gradcam, set_default=args.set_default, progress=ProgressBars())
     print(summary_text(result))
     return 0
 
@@ -68,11 +74,14 @@ def summary_text(result: dict) -> str:
     lines = [f"evaluated {evaluated['n']} images of {evaluated['source']}"
              + (f" [{evaluated['split']}]" if evaluated["split"] else "")
              + (f"; {skipped} unreadable, skipped" if skipped else "")]
+    default = point.get("run_default")
+    where = ("the run's default, in operating_points.json" if point["name"] == default else
+             f"this evaluation only; the run's default stays {default}")
     if point["name"] == "argmax":
-        lines.append("operating point argmax: the most probable class (no tuned threshold)")
+        lines.append(f"operating point argmax: the most probable class, no tuned threshold ({where})")
     elif point["threshold"] is not None:
         lines.append(f"operating point {point['name']}: P({result['positive_class']}) >= "
-                     f"{point['threshold']:.4f}, chosen on val (n={point['n_val']})")
+                     f"{point['threshold']:.4f}, chosen on val (n={point['n_val']}; {where})")
     lines += [with_ci("roc_auc"), with_ci("accuracy")]
     if "sensitivity" in result:
         lines += [with_ci("sensitivity"), with_ci("specificity")]

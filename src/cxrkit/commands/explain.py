@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import time
 from pathlib import Path
 
 from cxrkit.errors import CxrkitError
@@ -55,6 +56,9 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cxrkit.explain.methods import CAM_METHODS, METHODS
+    from cxrkit.extras import require
+
+    require("captum")
 
     methods = args.methods or (list(METHODS) if args.benchmark else ["gradcam"])
     unknown = [m for m in methods if m not in METHODS]
@@ -154,8 +158,21 @@ def run_benchmark(args: argparse.Namespace, methods: list[str], options: dict) -
     sample = manifest.sample(n=min(args.n, len(manifest)), random_state=args.seed)
     predictor = load(args.run)
 
+    print(f"benchmark: {len(sample)} image(s) x {len(methods)} method(s) ({', '.join(methods)}); each "
+          "image is explained twice (model and a randomised copy) and scored on 2 perturbation curves",
+          file=sys.stderr, flush=True)
+    clock = {"method": None, "since": time.perf_counter(), "last": time.perf_counter()}
+
     def progress(method: str, done: int) -> None:
-        print(f"\r{method}: {done}/{len(sample)} images", end="", file=sys.stderr, flush=True)
+        now = time.perf_counter()
+        if method != clock["method"]:
+            clock["method"], clock["since"] = method, clock["last"]
+        clock["last"] = now
+        per_image = (now - clock["since"]) / done
+        left = per_image * (len(sample) - done)
+        print(f"\r[{methods.index(method) + 1}/{len(methods)}] {method}: {done}/{len(sample)} images, "
+              f"{per_image:.1f} s/image, about {_minutes(left)} left for this method   ",
+              end="", file=sys.stderr, flush=True)
         if done == len(sample):
             print(file=sys.stderr)
 
@@ -178,6 +195,10 @@ def run_benchmark(args: argparse.Namespace, methods: list[str], options: dict) -
         f"{method_flags} --benchmark"
     )
     return 0
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
 
 
 def _slug(text: str) -> str:

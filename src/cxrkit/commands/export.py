@@ -25,6 +25,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def handler(args: argparse.Namespace) -> int:
     from cxrkit.export import export_model
+    from cxrkit.extras import require
+
+    if args.format == "onnx":
+        require("onnx", "onnxscript", "onnxruntime")
 
     for chatty in ("onnxscript", "onnx_ir"):  # the ONNX exporter logs each optimiser pass
         logging.getLogger(chatty).setLevel(logging.WARNING)

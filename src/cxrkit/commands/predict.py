@@ -6,6 +6,7 @@ import argparse
 import csv
 from pathlib import Path
 
+from cxrkit.commands import positive_int
 from cxrkit.errors import CxrkitError
 
 
@@ -17,11 +18,20 @@ def register(subparsers) -> None:
     parser.add_argument("images", nargs="+", help="image files and/or folders (searched recursively)")
     parser.add_argument("--out", required=True,
                         help="CSV to write (path, predicted label, prob_<class>..., ood_score, "
-                             "out_of_distribution)")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--workers", type=int, metavar="N",
+                             "out_of_distribution, lung_found); with --format fhir a .json Bundle or .ndjson")
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="images per batch (default 32)")
+    parser.add_argument("--workers", type=positive_int, metavar="N",
                         help="processes decoding images while the model runs (default: every core)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    parser.add_argument("--site", metavar="NAME",
+                        help="decide at this site operating point (made by `cxrkit calibrate "
+                             "--select`) instead of the most probable class")
+    parser.add_argument("--format", choices=["csv", "fhir"], default="csv",
+                        help="csv (default) or fhir: one FHIR R4 Observation per image with model "
+                             "id, operating point, score and decision (needs cxrkit[fhir])")
+    parser.add_argument("--sr-dir", metavar="DIR",
+                        help="also write a DICOM SR (TID 1500) per DICOM input into DIR "
+                             "(needs cxrkit[dicom])")
     parser.set_defaults(func=run)
 
 
@@ -45,6 +55,7 @@ def collect_images(items: list[str]) -> tuple[list[str], list[str]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Decode in worker processes, predict in full batches, then write the table."""
     from cxrkit.commands.reporting import ProgressBars
     from cxrkit.inference import load
     from cxrkit.ood import flag_summary, warning_text
@@ -52,37 +63,88 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise CxrkitError(f"--out {out} already exists; pass --overwrite to replace it")
+    if args.format == "fhir" or args.sr_dir:
+        from cxrkit.deployment.standards import require_extras
+
+        require_extras(args.format == "fhir", bool(args.sr_dir))
     predictor = load(args.model)
+    site_points = None
+    if args.site:
+        from cxrkit.evaluation.thresholds import describe_point, load_site_points
+
+        site_points = load_site_points(predictor.run_dir, args.site)
+        print(f"using {describe_point(site_points)}", flush=True)
     paths, ignored = collect_images(args.images)
     progress = ProgressBars()
-    probabilities, scores, lung_found, readable, failed = predictor.predict_files(
-        paths, args.batch_size, args.workers, progress=progress)
-    progress.close()
+    try:
+        probabilities, scores, lung_found, kept, failures = predictor.predict_files(
+            paths, args.batch_size, args.workers, progress=progress)
+    finally:
+        progress.close()
+    report_skipped(list(failures.items()), ignored)
+    if not kept:
+        raise CxrkitError(f"none of the {len(paths)} image(s) could be read (see the skipped lines); "
+                          f"nothing written to {out}")
+    if args.format == "fhir" or args.sr_dir:
+        standard_outputs(args, predictor, kept, probabilities, site_points)
+    if args.format == "fhir":
+        return 0
     threshold = predictor.ood_threshold
     lungs = predictor.preprocessing.uses_lungs
+    decided = probabilities.argmax(axis=1)
+    if site_points is not None:
+        from cxrkit.evaluation.thresholds import predict_at
+
+        decided = predict_at(probabilities, site_points)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", newline="") as handle:
+    partial = out.with_name(f".{out.name}.partial")
+    with partial.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "predicted", *[f"prob_{c}" for c in predictor.classes],
                          *(["ood_score", "out_of_distribution"] if scores is not None else []),
-                         *(["lung_found"] if lungs else [])])
-        for index, (path, row) in enumerate(zip(readable, probabilities, strict=True)):
+                         *(["lung_found"] if lungs else []),
+                         *(["operating_point"] if site_points is not None else [])])
+        for index, (path, row) in enumerate(zip(kept, probabilities, strict=True)):
             ood = [] if scores is None else [f"{scores[index]:.4f}", str(scores[index] > threshold)]
             lung = [str(lung_found[index]).lower()] if lungs else []
-            writer.writerow([path, predictor.classes[int(row.argmax())], *[f"{p:.6f}" for p in row],
-                             *ood, *lung])
-    print(f"wrote {len(readable)} prediction(s) to {out}")
+            point = [site_points["selected"]] if site_points is not None else []
+            writer.writerow([path, predictor.classes[int(decided[index])], *[f"{p:.6f}" for p in row],
+                             *ood, *lung, *point])
+    partial.replace(out)
+    rule = (f"site operating point {site_points['selected']}" if site_points is not None else
+            "the most probable class (argmax), not a run's tuned operating point")
+    print(f"wrote {len(kept)} prediction(s) to {out}; 'predicted' is {rule}")
     if scores is None:
         print("no out-of-distribution check: this model has no reference (add one with "
               "`cxrkit ood RUN`, then re-export)")
-    elif len(scores):
+    else:
         print(warning_text(flag_summary(scores, threshold)))
-    fallbacks = [path for path, found in zip(readable, lung_found, strict=False) if found is False]
+    fallbacks = [path for path, found in zip(kept, lung_found, strict=True) if found is False]
     if fallbacks:
         print(f"no plausible lung found in {len(fallbacks)} image(s); the whole image was used "
               f"(lung_found=false), e.g. {fallbacks[0]}")
-    for reason in failed.values():
+    return 0
+
+
+def report_skipped(failed: list, ignored: list) -> None:
+    for _path, reason in failed:
         print(f"skipped: {reason}")
     if ignored:
         print(f"ignored {len(ignored)} non-image file(s), e.g. {ignored[0]}")
-    return 0
+
+
+def standard_outputs(args, predictor, paths: list[str], probabilities, site_points) -> None:
+    """--format fhir and --sr-dir: decisions at the (site) operating point, as the server makes."""
+    from cxrkit.deployment.standards import decisions, write_fhir, write_srs
+
+    model_id, predictions = decisions(predictor, probabilities, site_points)
+    if predictions:
+        print(f"decision: {predictions[0]['operating_point'] or 'argmax'} (model {model_id})")
+    if args.format == "fhir":
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_fhir(out, paths, model_id, predictions)
+        print(f"wrote {len(paths)} FHIR Observation(s) to {out}")
+    if args.sr_dir:
+        written = write_srs(Path(args.sr_dir), paths, model_id, predictions, args.overwrite)
+        print(f"wrote {len(written)} DICOM SR(s) to {args.sr_dir}")

@@ -27,15 +27,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="largest accepted upload, in MB (default 20)")
     parser.add_argument("--examples", help="folder of example images for the page "
                                            "(default: a few test-split images of the run)")
+    parser.add_argument("--max-images", type=int, default=32,
+                        help="most images in one API request (default 32)")
+    parser.add_argument("--max-pixels", type=int, default=4096 * 4096,
+                        help="most pixels in one image, checked before decoding (default 4096x4096)")
+    parser.add_argument("--max-decodes", type=int, default=2,
+                        help="images decoded at once across all requests (default 2)")
+    parser.add_argument("--site", metavar="NAME",
+                        help="decide at this site operating point of the run (made by "
+                             "`cxrkit calibrate --select`)")
+    parser.add_argument("--log", metavar="URL",
+                        help="silent-mode monitoring: record every scored image (time, model, "
+                             "operating point, scores, decision, image sha256; never the image) "
+                             "in this SQLite file or database URL; read it with `cxrkit monitor`")
     parser.set_defaults(func=handler)
 
 
 def handler(args: argparse.Namespace) -> int:
     if args.max_upload_mb <= 0:
         raise CxrkitError(f"--max-upload-mb {args.max_upload_mb}: give a positive size in MB")
+    for option in ("max_images", "max_pixels", "max_decodes"):
+        if getattr(args, option) < 1:
+            raise CxrkitError(f"--{option.replace('_', '-')} {getattr(args, option)}: give a number of 1 or more")
     if not 0 < args.port < 65536:
         raise CxrkitError(f"--port {args.port}: choose a port between 1 and 65535")
     token = args.token or os.environ.get(TOKEN_VARIABLE) or None
+    from cxrkit.extras import require
+
+    require("fastapi", "uvicorn", "python_multipart")
     check_port_free(args.host, args.port)
 
     import uvicorn
@@ -43,13 +62,17 @@ def handler(args: argparse.Namespace) -> int:
     from cxrkit.serve.app import build_app
 
     app = build_app(args.model, token=token, max_upload_mb=args.max_upload_mb,
-                    examples=args.examples)
+                    examples=args.examples, max_images=args.max_images, max_pixels=args.max_pixels,
+                    concurrent_decodes=args.max_decodes, site=args.site, log=args.log)
     if args.host not in LOOPBACK and token is None:
         print(f"warning: serving on {args.host} without a token: anyone who can reach this "
               f"address can use the model; set --token or {TOKEN_VARIABLE}")
     url = f"http://{args.host}:{args.port}"
     print(f"serving {args.model} at {url}/ (API {url}/api/v1, spec {url}/openapi.json); "
           "press Ctrl+C to stop", flush=True)
+    print(f"decision: {app.state.served.rule.describe()}", flush=True)
+    if args.log:
+        print(f"logging every scored image to {args.log} (no images are stored)", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 

@@ -15,6 +15,8 @@ FLAGS = {
     "val_fraction": ("data.val_fraction", float, "F", "validation fraction (default 0.1)"),
     "test_fraction": ("data.test_fraction", float, "F", "test fraction when no test split is given (0.1)"),
     "split_seed": ("data.split_seed", int, "N", "seed of the split"),
+    "strict": ("data.strict_split", bool, None, "refuse a given split (pre-split folders, CSV or "
+               "--split-file) whose patient or near-duplicate groups cross splits"),
     "model": ("model.name", str, "NAME", "architecture (see `cxrkit recipes --models`)"),
     "weights": ("model.weights", str, "none|imagenet|PATH", "initial weights: none, imagenet, a state dict "
                 "or a run to fine-tune"),
@@ -55,7 +57,12 @@ def add_config_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()
                         help="rename classes of each --data source, in order, e.g. "
                              "normal=Normal,tb=Tuberculosis ('-' for none)")
     for flag, (_, kind, metavar, text) in FLAGS.items():
-        if flag not in skip:
+        if flag in skip:
+            continue
+        if kind is bool:
+            parser.add_argument("--" + flag.replace("_", "-"), dest=flag, action="store_const", const=True,
+                                help=text)
+        else:
             parser.add_argument("--" + flag.replace("_", "-"), dest=flag, type=kind, metavar=metavar, help=text)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="any config field, e.g. --set augment.hflip=0.5 (repeatable)")
@@ -102,7 +109,8 @@ def register(subparsers) -> None:
                         "(default tb-fast; `cxrkit recipes` lists them)")
     add_config_flags(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
-    parser.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its last checkpoint")
+    parser.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its last checkpoint "
+                        "(a finished run only with --overwrite)")
     parser.set_defaults(func=run)
 
 
@@ -114,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     quiet_lightning()
     progress = ProgressBars(quiet=not is_main_process())
     if args.resume:
-        run_dir = train(resume=args.resume, progress=progress)
+        run_dir = train(resume=args.resume, overwrite=args.overwrite, progress=progress)
     else:
         config = build_config(args.recipe, overrides_from_args(args))
         run_dir = train(config, overwrite=args.overwrite, progress=progress)

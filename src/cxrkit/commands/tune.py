@@ -41,7 +41,9 @@ def run(args: argparse.Namespace) -> int:
     from cxrkit.commands.reporting import quiet_lightning
     from cxrkit.experiments import load_spec
     from cxrkit.experiments.tune import run_tune
+    from cxrkit.extras import require
 
+    require("optuna")
     quiet_lightning()
     spec = load_spec(args.spec, recipe=args.recipe)
     overrides = dict(parse_override(text) for text in args.overrides)

@@ -76,11 +76,34 @@ def pil_to_gray(image: Image.Image) -> np.ndarray:
     """Convert a PIL image of any mode to a 2-D uint8 grey array."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         return to_uint8(np.asarray(image))
-    if image.mode in ("RGBA", "LA", "P", "PA"):
-        image = image.convert("RGBA")
-        background = Image.new("RGBA", image.size, (0, 0, 0, 255))
-        image = Image.alpha_composite(background, image)
+    if image.mode == "P":
+        return _palette_to_gray(image)
+    if image.mode in ("RGBA", "LA", "PA"):
+        return _alpha_over_black(image)
     return np.asarray(image.convert("L"))
+
+
+def _alpha_over_black(image: Image.Image) -> np.ndarray:
+    """Grey composited over black, a strip of rows at a time (no full-size RGBA or LA copies)."""
+    width, height = image.size
+    out = np.empty((height, width), dtype=np.uint8)
+    for start in range(0, height, _ROWS_PER_CHUNK):
+        strip = image.crop((0, start, width, min(height, start + _ROWS_PER_CHUNK))).convert("LA")
+        pairs = np.asarray(strip).astype(np.uint16)
+        out[start:start + _ROWS_PER_CHUNK] = (pairs[..., 0] * pairs[..., 1] + 127) // 255
+    return out
+
+
+def _palette_to_gray(image: Image.Image) -> np.ndarray:
+    """A palette image through a 256-entry grey lookup table (transparency over black)."""
+    palette = Image.new("P", (256, 1))
+    mode = image.palette.mode if image.palette is not None else "RGB"
+    palette.putpalette(image.getpalette(mode) or [value for value in range(256) for _ in mode], mode)
+    if "transparency" in image.info:
+        palette.info["transparency"] = image.info["transparency"]
+    palette.putdata(list(range(256)))
+    lookup = _alpha_over_black(palette.convert("LA"))[0]
+    return lookup[np.asarray(image)]
 
 
 def array_to_gray(array: np.ndarray) -> np.ndarray:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from cxrkit.data.io import is_image_file
+from cxrkit.data.validation import check_rows
 from cxrkit.errors import CxrkitError
 
 if TYPE_CHECKING:
@@ -112,6 +113,7 @@ def load_manifest(source: str | Path, group_pattern: str | None = None,
     if not own_sites:
         manifest["site"] = site or default_site_name(source)
     _check_manifest(manifest, source)
+    check_rows(manifest, source)
     return manifest.reset_index(drop=True), ignored
 
 

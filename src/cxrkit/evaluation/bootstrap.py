@@ -100,3 +100,48 @@ def bootstrap_intervals(y_true: np.ndarray, probabilities: np.ndarray, y_pred: n
                    "specificity": interval(f"specificity:{i}")}
             for i, name in enumerate(classes)}
     return result
+
+
+def bootstrap_threshold_rates(positive: np.ndarray, scores: np.ndarray, thresholds: np.ndarray,
+                              n_resamples: int = 1000, seed: int = 0
+                              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Resampled sensitivity and specificity at every threshold, each (n_resamples, T), and AUC.
+
+    The same stratified resamples as `resample_weights` with the same seed (an image is called
+    positive when its score >= threshold). Each resample is reduced to how many positives and
+    negatives it drew at each distinct score, so every threshold and the AUC come from one
+    cumulative sum, without a (resamples, images) weight matrix.
+    """
+    positive = np.asarray(positive, dtype=bool)
+    scores = np.asarray(scores, dtype=np.float64)
+    thresholds = np.asarray(thresholds, dtype=np.float64)
+    distinct, codes = np.unique(scores, return_inverse=True)
+    n_codes = len(distinct)
+    # images with a score >= threshold are those with a code >= this
+    first_called = np.searchsorted(distinct, thresholds, side="left")
+    rng = np.random.default_rng(seed)
+    block = max(1, min(n_resamples, MAX_CELLS_PER_BLOCK // max(n_codes, len(scores), 1)))
+    sensitivity, specificity, auc = [], [], []
+    for start in range(0, n_resamples, block):
+        size = min(block, n_resamples - start)
+        offsets = (np.arange(size) * n_codes)[:, None]
+        mass = {}
+        for label in np.unique(positive):
+            members = codes[positive == label]
+            picks = members[rng.integers(0, len(members), size=(size, len(members)))]
+            mass[label] = np.bincount((picks + offsets).ravel(),
+                                      minlength=size * n_codes).reshape(size, n_codes)
+        negative_mass, positive_mass = mass.get(False), mass.get(True)
+        if negative_mass is None or positive_mass is None:
+            nan = np.full((size, len(thresholds)), np.nan)
+            sensitivity.append(nan), specificity.append(nan), auc.append(np.full(size, np.nan))
+            continue
+        padding = np.zeros((size, 1))
+        positive_above = np.hstack([np.cumsum(positive_mass[:, ::-1], axis=1)[:, ::-1], padding])
+        negative_below = np.hstack([padding, np.cumsum(negative_mass, axis=1)])
+        n_positive, n_negative = positive_above[:, :1], negative_below[:, -1:]
+        sensitivity.append(positive_above[:, first_called] / n_positive)
+        specificity.append(negative_below[:, first_called] / n_negative)
+        wins = (positive_mass * (negative_below[:, :-1] + 0.5 * negative_mass)).sum(axis=1)
+        auc.append(wins / (n_positive[:, 0] * n_negative[:, 0]))
+    return np.concatenate(sensitivity), np.concatenate(specificity), np.concatenate(auc)

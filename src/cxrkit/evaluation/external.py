@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from cxrkit.data.sources import default_site_name, load_manifest
+from cxrkit.data.validation import suggest_class
 from cxrkit.errors import CxrkitError
 
 
@@ -33,12 +34,13 @@ def match_classes(data_labels: list[str], classes: list[str], class_map: dict[st
         else:
             unmatched.append(label)
     if unmatched:
-        free = [name for name in classes if name not in mapping.values()] or classes
-        example = ",".join(f"{label}={free[i % len(free)]}" for i, label in enumerate(unmatched))
+        suggested = {label: suggest_class(label, classes) for label in unmatched}
+        pairs = [f"{label}={match}" for label, match in suggested.items() if match]
+        hint = (f"if they mean the same, map them with --class-map {','.join(pairs)}" if pairs else
+                "map each to a model class with --class-map DATA_CLASS=MODEL_CLASS if it means one")
         names = ", ".join(map(repr, unmatched))
         raise CxrkitError(f"--data {source}: class(es) {names} do not match "
-                          f"the model's classes ({', '.join(classes)}); map them with "
-                          f"--class-map {example}")
+                          f"the model's classes ({', '.join(classes)}); {hint}")
     return mapping
 
 

@@ -33,6 +33,7 @@ from cxrkit.evaluation.metrics import (
 from cxrkit.evaluation.report import write_report
 from cxrkit.evaluation.sites import per_site_metrics
 from cxrkit.evaluation.thresholds import (
+    DEFAULT_SELECTED,
     DEFAULT_TARGET_SENSITIVITY,
     WHO_TB_TRIAGE,
     build_operating_points,
@@ -55,7 +56,7 @@ def evaluate_run(run_dir: str | Path, data: str | Path | None = None, split: str
                  n_bootstrap: int = 1000, seed: int = 0, operating_point: str | None = None,
                  target_sensitivity: float | None = None, calibrate: bool = True,
                  overwrite: bool = False, batch_size: int = 32, gradcam: bool = True,
-                 progress=None) -> dict:
+                 set_default: bool = False, progress=None) -> dict:
     """Evaluate a run and write metrics.json, predictions.csv, plots and report.html.
 
     Without `data`: the rows of `split` in the run's split.csv, written into the run folder
@@ -64,6 +65,10 @@ def evaluate_run(run_dir: str | Path, data: str | Path | None = None, split: str
     `run_dir/external/<name>/`. `gradcam=False` leaves out the Grad-CAM gallery (it is the
     slowest part on CPU). `progress(stage, done, total)` follows prediction. Returns the
     metrics.json document.
+
+    The run's default operating point (in operating_points.json, used by serve, export and
+    compare) changes only with `set_default=True` and `operating_point`; the run's own test
+    evaluation in the run folder is always at that default.
     """
     from cxrkit.inference import load_torch_predictor
 
@@ -82,8 +87,11 @@ def evaluate_run(run_dir: str | Path, data: str | Path | None = None, split: str
     _guard_outputs(out_dir, run_dir, overwrite)
 
     official = not external and split == "test" and out_dir.resolve() == run_dir.resolve()
+    if set_default and not (official and operating_point):
+        raise CxrkitError("--set-default needs --operating-point NAME and the run's own test "
+                          "evaluation (no --data, --split or --out)")
     points = _operating_points(predictor, run_split, official, operating_point, target_sensitivity,
-                               overwrite)
+                               overwrite, set_default)
     target = points.get("target_sensitivity") or DEFAULT_TARGET_SENSITIVITY
     selected = (resolve_point_name(operating_point, target) if operating_point
                 else points["selected"])
@@ -122,7 +130,8 @@ def evaluate_run(run_dir: str | Path, data: str | Path | None = None, split: str
                                                     positive_index, n_bootstrap, seed),
         "bootstrap": {"resamples": n_bootstrap, "seed": seed, "level": 0.95,
                       "method": "stratified by class, percentile interval"},
-        "operating_point": _selected_summary(points, selected, split, external),
+        "operating_point": {**_selected_summary(points, selected, split, external),
+                            "run_default": points["selected"]},
         "operating_points": _point_table(points, y_true, probabilities, classes, n_bootstrap, seed),
         "calibration": _calibration(points, y_true, probabilities, positive_index, calibrate),
         "warnings": _warnings(points, selected, split, external, table, run_split, skipped, y_true,
@@ -137,6 +146,8 @@ def evaluate_run(run_dir: str | Path, data: str | Path | None = None, split: str
             document["warnings"].append(
                 f"No plausible lung found in {document['lungs']['no_lung_found']} of {len(table)} image(s): "
                 "the whole image was used for them (lung_found=false in predictions.csv).")
+    if not external:
+        document["warnings"] += leakage_notes(run_dir)
     tb_target = positive_index is not None and is_tuberculosis(classes[positive_index])
     if tb_target:
         document["who_tb_triage"] = _who_check(document)
@@ -211,12 +222,11 @@ def evaluation_set(run_dir: Path, run_split: pd.DataFrame, classes: list[str], d
 
 def model_summary(predictor, run_dir: Path) -> dict:
     """What the report's model section shows: architecture, preprocessing, training record."""
-    import yaml
-
+    from cxrkit.config import read_yaml_mapping
     from cxrkit.models import count_parameters
 
     config_path, training_path = run_dir / "config.yaml", run_dir / "training.json"
-    config = yaml.safe_load(config_path.read_text()) if config_path.is_file() else {}
+    config = read_yaml_mapping(config_path) if config_path.is_file() else {}
     training = json.loads(training_path.read_text()) if training_path.is_file() else {}
     model_config = (config or {}).get("model", {})
     summary = {"architecture": predictor.info.get("model_name") or model_config.get("name"),
@@ -272,18 +282,20 @@ def model_fingerprint(run_dir: Path) -> str:
 
 def _operating_points(predictor, run_split: pd.DataFrame, official: bool,
                       operating_point: str | None, target_sensitivity: float | None,
-                      overwrite: bool) -> dict:
+                      overwrite: bool, set_default: bool = False) -> dict:
     """The run's frozen points, chosen on val when absent.
 
     Only the official evaluation (the run's test split, into the run folder) may re-choose
-    stale points or a new sensitivity target, and change which point the run uses.
+    stale points or a new sensitivity target; only `set_default` changes which point the run
+    uses by default.
     """
     run_dir = predictor.run_dir
     frozen = read_operating_points(run_dir)
     fingerprint = model_fingerprint(run_dir)
+    chosen = operating_point if set_default else None
     if frozen is None:
-        document = choose_on_validation(predictor, run_split, target_sensitivity,
-                                        operating_point if official else None)
+        _check_official_point(run_dir, official, operating_point, chosen, DEFAULT_SELECTED)
+        document = choose_on_validation(predictor, run_split, target_sensitivity, chosen)
         document["model_sha256"] = fingerprint
         write_operating_points(run_dir, document)
         return document
@@ -302,19 +314,33 @@ def _operating_points(predictor, run_split: pd.DataFrame, official: bool,
         _check_can_replace(run_dir, overwrite, reasons[0])
         previous = frozen["selected"]
         keep = "sensitivity" if previous.startswith("sensitivity>=") else previous
-        document = choose_on_validation(predictor, run_split, target_sensitivity,
-                                        operating_point or keep)
+        _check_official_point(run_dir, official, operating_point, chosen, keep)
+        document = choose_on_validation(predictor, run_split, target_sensitivity, chosen or keep)
         document["model_sha256"] = fingerprint
         write_operating_points(run_dir, document)
         return document
     if official and operating_point:
         name = resolve_point_name(operating_point, frozen.get("target_sensitivity") or 0)
         check_point_name(name, frozen["points"])
-        if name != frozen["selected"]:
-            _check_can_replace(run_dir, overwrite, f"--operating-point {operating_point}")
+        _check_official_point(run_dir, official, name, name if set_default else None,
+                              frozen["selected"])
+        if set_default and name != frozen["selected"]:
+            logger.info("default operating point of %s: %s (was %s)", run_dir, name, frozen["selected"])
             frozen["selected"] = name
             write_operating_points(run_dir, frozen)
     return frozen
+
+
+def _check_official_point(run_dir: Path, official: bool, operating_point: str | None,
+                          chosen: str | None, default: str) -> None:
+    """The run folder's own evaluation is at the run's default point unless --set-default moves it."""
+    if not official or not operating_point or chosen is not None:
+        return
+    if operating_point.split(">=")[0] != default.split(">=")[0]:
+        raise CxrkitError(f"--operating-point {operating_point}: the run's default is {default} "
+                          f"({run_dir}/operating_points.json) and its own test evaluation is at the "
+                          "default; add --set-default to make it the default, or --out DIR to "
+                          "evaluate at it without changing the run")
 
 
 def _check_can_replace(run_dir: Path, overwrite: bool, why: str) -> None:
@@ -347,6 +373,8 @@ def predict_table(predictor, table: pd.DataFrame, where: str, batch_size: int,
 
     When the model has an out-of-distribution reference, the returned table has `ood_score`.
     """
+    if batch_size < 1:
+        raise CxrkitError(f"batch_size {batch_size}: give 1 or more")
     unknown = sorted(set(table["label"]) - set(predictor.classes))
     if unknown:
         raise CxrkitError(f"{where}: label(s) {unknown} are not classes of the model "
@@ -475,8 +503,13 @@ def _warnings(points, selected, split, external, table, run_split, skipped, y_tr
         overlap = table["path"][table["path"].isin(seen.index)]
         if len(overlap):
             counts = seen[overlap].value_counts().to_dict()
-            warnings.append(f"{len(overlap)} image(s) of this external data are also in the run's "
-                            f"own split ({counts}); results are not independent of training.")
+            if set(counts) == {"test"}:
+                warnings.append(f"{len(overlap)} image(s) of this data are the run's own test split: "
+                                "this is not external validation (data from outside the run); the "
+                                "run's test split is evaluated by `cxrkit evaluate RUN`.")
+            else:
+                warnings.append(f"{len(overlap)} image(s) of this data were also used to train or "
+                                f"tune the run ({counts}); results are not independent of training.")
     if skipped:
         warnings.append(f"{len(skipped)} image(s) could not be read and were left out "
                         "(listed in skipped_images.csv).")
@@ -485,6 +518,22 @@ def _warnings(points, selected, split, external, table, run_split, skipped, y_tr
         warnings.append(f"No images of class(es) {', '.join(absent)}: their sensitivity and "
                         "ROC-AUC are undefined and left out of the macro averages.")
     return warnings
+
+
+def leakage_notes(run_dir: Path) -> list[str]:
+    """Training's record of patient / near-duplicate groups crossing a given split, as a warning."""
+    training = run_dir / "training.json"
+    try:
+        leakage = json.loads(training.read_text()).get("split_leakage") or {}
+    except (OSError, ValueError, AttributeError):
+        return []
+    patients, duplicates = leakage.get("patient_groups", 0), leakage.get("near_duplicate_groups", 0)
+    if not patients and not duplicates:
+        return []
+    return [f"The split given to training puts {patients} patient group(s) "
+            f"({leakage.get('patient_images', 0)} images) and {duplicates} near-duplicate group(s) "
+            f"({leakage.get('near_duplicate_images', 0)} images) in more than one split: the test "
+            "metrics are optimistic (re-split by patient, or train with --strict to refuse)."]
 
 
 def collapsed_interval_notes(document: dict, y_true: np.ndarray,
@@ -565,9 +614,16 @@ def _sample_grid(predictions: pd.DataFrame, classes: list[str], positive_index: 
 
 def _gallery(predictor, predictions: pd.DataFrame, out_dir: Path) -> list[dict] | None:
     """Grad-CAM examples from cxrkit.explain.gallery; None when that module is not installed."""
+    from cxrkit.extras import install_hint
+
     try:
         from cxrkit.explain.gallery import make_gallery
-    except ImportError:
+
+        renamed = predictions.rename(columns={"true_label": "true", "predicted_label": "pred"})
+        return make_gallery(predictor, renamed, out_dir / "gallery", per_group=4)
+    except ModuleNotFoundError as error:
+        hint = install_hint(error)
+        if hint is None:
+            raise
+        logger.warning("Grad-CAM gallery skipped: %s", hint.replace("this needs", "it needs"))
         return None
-    renamed = predictions.rename(columns={"true_label": "true", "predicted_label": "pred"})
-    return make_gallery(predictor, renamed, out_dir / "gallery", per_group=4)

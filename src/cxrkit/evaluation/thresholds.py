@@ -6,7 +6,8 @@ Rule everywhere: an image is called positive when P(positive) >= threshold. Poin
 least S, i.e. the best specificity meeting the target; WHO's TB triage target is S = 0.90
 with specificity >= 0.70). The default selected point is `argmax`, so the run's headline
 accuracy matches `Predictor.predict` and published figures; choose another with
-`cxrkit evaluate RUN --operating-point youden|max_f1|sensitivity [--sensitivity 0.9] --overwrite`.
+`cxrkit evaluate RUN --operating-point youden|max_f1|sensitivity [--sensitivity 0.9] --set-default
+--overwrite` (without --set-default a point is only used for that evaluation, written elsewhere).
 """
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ def check_point_name(name: str, points: dict) -> None:
     if name not in points:
         raise CxrkitError(f"--operating-point {name!r} is not one of this run's points "
                           f"({', '.join(points)}); for another sensitivity target use "
-                          "--operating-point sensitivity --sensitivity S --overwrite")
+                          "--operating-point sensitivity --sensitivity S --set-default --overwrite")
 
 
 def predict_at(probabilities: np.ndarray, operating_points: dict,
@@ -140,3 +141,72 @@ def write_operating_points(run_dir: Path, document: dict) -> Path:
     path = Path(run_dir) / OPERATING_POINTS_FILE
     path.write_text(json.dumps(document, indent=2) + "\n")
     return path
+
+
+SITE_POINTS_KEY = "sites"
+SITE_PREFIX = "site:"
+
+
+def add_site_point(document: dict, name: str, point: dict, overwrite: bool = False) -> dict:
+    """Record a site operating point (chosen on local calibration data) in the run's document."""
+    sites = document.setdefault(SITE_POINTS_KEY, {})
+    if name in sites and not overwrite:
+        raise CxrkitError(f"the run already has a site operating point {name!r} (calibrated "
+                          f"{sites[name].get('created')}); pass --overwrite to replace it, or "
+                          "--site OTHER to keep both")
+    sites[name] = point
+    return document
+
+
+def site_operating_points(document: dict | None, name: str, model_sha256: str,
+                          where: str) -> dict:
+    """An operating-points document whose selected point is site point `name`.
+
+    Refused when the run has no such site, or when it was calibrated for another model.ckpt.
+    The result works with `predict_at` and the server's decision rule like the val points.
+    """
+    sites = (document or {}).get(SITE_POINTS_KEY, {})
+    if name not in sites:
+        known = ", ".join(sites) or "none"
+        raise CxrkitError(f"--site {name}: {where} has no such site operating point (it has: "
+                          f"{known}); make one with `cxrkit calibrate RUN --data SITE.csv "
+                          f"--site {name} --select 'sensitivity>=0.90'`")
+    point = sites[name]
+    if point.get("model_sha256") != model_sha256:
+        raise CxrkitError(f"--site {name}: its threshold was calibrated for a different "
+                          f"model.ckpt than {where} has now; calibrate this model again "
+                          "(`cxrkit calibrate ... --overwrite`)")
+    selected = SITE_PREFIX + name
+    return {"positive_class": document["positive_class"],
+            "positive_index": document["positive_index"], "selected": selected,
+            "chosen_on": f"site calibration data ({point['data']['n_calibration']} images)",
+            "points": {selected: point}}
+
+
+def describe_point(document: dict) -> str:
+    """One line: which point decides, its threshold and where it was chosen."""
+    name = document["selected"]
+    point = document["points"][name]
+    if "threshold" not in point:
+        return f"operating point {name}: the most probable class"
+    text = (f"operating point {name} ({point.get('rule')}): {document['positive_class']} when "
+            f"P >= {point['threshold']:.4f}")
+    data = point.get("data")
+    if data:
+        text += (f", calibrated on {data['source']} (sha256 {data['sha256'][:12]}, "
+                 f"{data['n_calibration']} of {data['n']} images, {point.get('created')})")
+    else:
+        text += f", chosen on the validation split ({document.get('created')})"
+    return text
+
+
+def load_site_points(run_dir: Path | None, name: str) -> dict:
+    """The run's operating points with site point `name` selected (see site_operating_points)."""
+    if run_dir is None:
+        raise CxrkitError(f"--site {name}: site operating points live in a run folder; pass the "
+                          "run folder rather than an exported model")
+    from cxrkit.evaluation.run import model_fingerprint
+
+    run_dir = Path(run_dir)
+    return site_operating_points(read_operating_points(run_dir), name,
+                                 model_fingerprint(run_dir), str(run_dir))

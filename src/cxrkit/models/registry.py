@@ -126,10 +126,9 @@ def _state_dict_from_path(path: Path) -> dict:
         path = path / "model.ckpt"
     if not path.is_file():
         raise CxrkitError(f"model.weights={path}: no such file; give imagenet, none, a state dict or a run")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise CxrkitError(f"model.weights={path}: cannot load as a weights-only checkpoint ({error})") from error
+    from cxrkit.inference import safe_torch_load
+
+    data = safe_torch_load(path, "model.weights file")
     state = data.get("state_dict", data) if isinstance(data, dict) else None
     if not isinstance(state, dict):
         raise CxrkitError(f"model.weights={path}: no state dict inside")

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import csv
 import math
+import shutil
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from cxrkit.data.io import is_image_file
+from cxrkit.data.io import check_pixel_count, is_image_file
 from cxrkit.errors import CxrkitError
 from cxrkit.ood.flags import reference_summary
+from cxrkit.serve.decode import DEFAULT_MAX_PIXELS
 
+DEFAULT_CONCURRENT_DECODES = 2
 EXAMPLES_PER_CLASS = 2
 MAX_EXAMPLES = 8
 OOD_MESSAGE = ("out of distribution: this image is unlike the images the model was trained on "
@@ -32,6 +37,7 @@ class DecisionRule:
     positive_class: str | None = None
     threshold: float | None = None
     operating_point: str | None = None
+    chosen_on: str = "the validation split"
 
     def decide(self, probabilities: np.ndarray, threshold: float | None = None) -> str:
         """The decided class; `threshold` overrides the frozen one (binary models only)."""
@@ -51,7 +57,7 @@ class DecisionRule:
             return ("no frozen operating point in this model (run `cxrkit evaluate RUN`): "
                     "the decision is the most probable class")
         return (f"{self.positive_class} when P({self.positive_class}) >= {self.threshold:.4g}, "
-                f"the operating point '{self.operating_point}' chosen on the validation split")
+                f"the operating point '{self.operating_point}' chosen on {self.chosen_on}")
 
     def as_dict(self) -> dict:
         rule = "threshold" if self.threshold is not None else "argmax"
@@ -78,7 +84,13 @@ def decision_rule(classes: list[str], operating_point: dict | None, source: str)
         raise CxrkitError(f"{source}: operating point (positive class {positive!r}, threshold "
                           f"{threshold}) does not fit classes {list(classes)}; "
                           "re-run `cxrkit evaluate`")
-    return DecisionRule(classes, positive, threshold, str(selected))
+    chosen_on = operating_point.get("chosen_on", "val")
+    return DecisionRule(classes, positive, threshold, str(selected),
+                        "the validation split" if chosen_on == "val" else chosen_on)
+
+
+def _decoder(workers: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cxrkit-decode")
 
 
 @dataclass
@@ -92,6 +104,23 @@ class ServedModel:
     test_metrics: dict | None
     source: Path
     examples: list[Path] = field(default_factory=list)
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    decoder: ThreadPoolExecutor = field(default_factory=lambda: _decoder(DEFAULT_CONCURRENT_DECODES))
+
+    def limit_decoding(self, max_pixels: int, concurrent: int) -> None:
+        """The decoding budget: pixels per image and decodes at once (server-wide)."""
+        self.max_pixels = int(max_pixels)
+        self.decoder.shutdown(wait=False)
+        self.decoder = _decoder(int(concurrent))
+
+    def decoding(self, work: Callable[[], Any]) -> Any:
+        """Run `work` (decode and predict) on one of the few decoder threads and wait for it.
+
+        Full-size images live only on these threads, so the memory they take is bounded by
+        their number however many requests arrive at once.
+        """
+        return self.decoder.submit(work).result()
+    request_log: Any = None  # a cxrkit.deployment.request_log.RequestLog with `serve --log`
 
     @property
     def classes(self) -> list[str]:
@@ -124,6 +153,18 @@ class ServedModel:
         return {"flagged": flagged, "score": float(score), "threshold": threshold,
                 "message": message}
 
+    def log_requests(self, predictions: list[dict], image_hashes: list[str]) -> None:
+        """Record scored images in the request log, if the server keeps one (never the image)."""
+        if self.request_log is None:
+            return
+        rows = []
+        for prediction, digest in zip(predictions, image_hashes, strict=True):
+            ood = prediction.get("out_of_distribution") or {}
+            rows.append({**prediction, "operating_point": self.rule.operating_point,
+                         "image_sha256": digest, "ood_flag": ood.get("flagged"),
+                         "ood_score": ood.get("score")})
+        self.request_log.record(self.model_id, rows)
+
     def card(self) -> dict:
         """What a client needs to know: classes, input contract, decision rule, test metrics."""
         return finite_json({
@@ -139,8 +180,10 @@ class ServedModel:
         })
 
 
-def load_served_model(path: str | Path, examples: str | Path | None = None) -> ServedModel:
-    """Load a run folder, model.ckpt or exported .onnx file for serving."""
+def load_served_model(path: str | Path, examples: str | Path | None = None,
+                      site: str | None = None) -> ServedModel:
+    """Load a run folder, model.ckpt or exported .onnx file for serving; `site` names a site
+    operating point of the run (made by `cxrkit calibrate --select`) to decide at."""
     from cxrkit.export import frozen_operating_point, read_run_json, run_model_id
     from cxrkit.inference import load
 
@@ -150,20 +193,71 @@ def load_served_model(path: str | Path, examples: str | Path | None = None) -> S
         runtime, model_id, metrics = "onnxruntime", predictor.model_id, predictor.test_metrics
         source, operating_point = path, predictor.operating_point
         default_examples: list[Path] = []
+        if site is not None:
+            from cxrkit.evaluation.thresholds import load_site_points
+
+            load_site_points(None, site)  # refuses: site points live in the run folder
     else:
         run_dir = predictor.run_dir
         runtime, source, model_id = "pytorch", run_dir, run_model_id(run_dir)
         metrics = read_run_json(run_dir, "test_metrics.json")
         operating_point = frozen_operating_point(run_dir)
-        default_examples = test_split_examples(run_dir / "split.csv")
+        default_examples = test_split_examples(run_dir / "split.csv", run_data_root(run_dir))
+        if site is not None:
+            from cxrkit.evaluation.thresholds import load_site_points
+
+            operating_point = load_site_points(run_dir, site)
     rule = decision_rule(predictor.classes, operating_point, str(source))
     example_files = folder_examples(examples) if examples is not None else default_examples
     return ServedModel(predictor, model_id, runtime, rule, metrics, source, example_files)
 
 
-def test_split_examples(split_file: Path) -> list[Path]:
-    """A few test-split images per class from the run's split.csv (those that still exist)."""
-    if not split_file.is_file():
+def run_data_root(run_dir: Path) -> Path | None:
+    """The folder of the data source named in the run's config.yaml (None if it names none)."""
+    import yaml
+
+    try:
+        config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+        source = str((config.get("data") or {}).get("source") or "")
+    except (OSError, ValueError, AttributeError, yaml.YAMLError):
+        return None
+    if not source:
+        return None
+    if source.startswith(("hf:", "kaggle:")):
+        from cxrkit.data.cache import cache_root
+
+        return cache_root().resolve()
+    path = Path(source).expanduser().resolve()
+    return path if path.is_dir() else path.parent
+
+
+def usable_example(path: Path, root: Path | None) -> bool:
+    """An example a page may show: an image suffix, a regular file under `root`, readable header."""
+    from cxrkit.data.io import image_info
+
+    try:
+        resolved = path.resolve(strict=True)
+    except (OSError, RuntimeError):
+        return False
+    if not is_image_file(resolved) or not resolved.is_file():
+        return False
+    if root is not None and not resolved.is_relative_to(root):
+        return False
+    try:
+        info = image_info(resolved)
+        check_pixel_count(info["width"], info["height"], resolved)
+    except (CxrkitError, KeyError, TypeError):
+        return False
+    return True
+
+
+def test_split_examples(split_file: Path, data_root: Path | None) -> list[Path]:
+    """A few test-split images per class from the run's split.csv.
+
+    Only files that still exist, are images, and lie under the run's data source are used;
+    a run that names no data source gets no examples.
+    """
+    if not split_file.is_file() or data_root is None:
         return []
     chosen: dict[str, list[Path]] = {}
     with open(split_file, newline="") as handle:
@@ -172,7 +266,7 @@ def test_split_examples(split_file: Path) -> list[Path]:
                 continue
             picked = chosen.setdefault(row.get("label", ""), [])
             path = Path(row["path"])
-            if len(picked) < EXAMPLES_PER_CLASS and path.is_file():
+            if len(picked) < EXAMPLES_PER_CLASS and usable_example(path, data_root):
                 picked.append(path)
     return [path for paths in chosen.values() for path in paths][:MAX_EXAMPLES]
 
@@ -182,10 +276,21 @@ def folder_examples(folder: str | Path) -> list[Path]:
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise CxrkitError(f"--examples {folder}: no such folder")
-    files = sorted(path for path in folder.iterdir() if path.is_file() and is_image_file(path))
+    root = folder.resolve()
+    files = sorted(path for path in folder.iterdir() if usable_example(path, root))
     if not files:
-        raise CxrkitError(f"--examples {folder}: no PNG, JPEG or DICOM images in it")
+        raise CxrkitError(f"--examples {folder}: no readable PNG, JPEG or DICOM images in it")
     return files[:MAX_EXAMPLES]
+
+
+def copy_examples(examples: list[Path], folder: Path) -> list[Path]:
+    """Copy the example files into `folder` (server-owned), the only folder the page may serve."""
+    copies = []
+    for index, path in enumerate(examples):
+        target = folder / f"example-{index}{path.suffix.lower()}"
+        shutil.copyfile(path, target)
+        copies.append(target)
+    return copies
 
 
 def finite_json(value):

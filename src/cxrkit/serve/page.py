@@ -35,7 +35,8 @@ def build_page(served: ServedModel):
         if not file_path:
             return None, "", None, None, "", None, gr.update(value="", visible=False)
         try:
-            gray = decode_image(Path(file_path).read_bytes(), Path(file_path).name)
+            gray = served.decoding(lambda: decode_image(
+                Path(file_path).read_bytes(), Path(file_path).name, served.max_pixels))
             prediction = served.predict([gray])[0]
         except CxrkitError as error:
             raise gr.Error(str(error)) from error

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 
 class Throughput(Callback):
@@ -26,13 +27,13 @@ class Throughput(Callback):
 
 
 class SaveOnInterrupt(Callback):
-    """Saves `interrupted.ckpt` when training stops on an exception such as Ctrl-C, for --resume."""
+    """Saves `interrupted.ckpt` when training stops on Ctrl-C (SIGINT) or SIGTERM, for --resume."""
 
     def __init__(self, path):
         self.path = path
 
     def on_exception(self, trainer, pl_module, exception):
-        if isinstance(exception, KeyboardInterrupt):
+        if isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
             trainer.save_checkpoint(self.path)
 
 
@@ -46,3 +47,42 @@ class StartupTime(Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_index):
         if self.seconds is None:
             self.seconds = time.perf_counter() - self.started
+
+
+class WallClock(Callback):
+    """Training wall time summed over every session of a run (kept in its checkpoints)."""
+
+    def __init__(self, started: float | None = None):
+        self.started = time.perf_counter() if started is None else started
+        self.previous_s = 0.0
+
+    def elapsed_s(self) -> float:
+        """Seconds of earlier sessions (up to the resumed checkpoint) plus this session's."""
+        return self.previous_s + time.perf_counter() - self.started
+
+    def state_dict(self) -> dict:
+        return {"elapsed_s": self.elapsed_s()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.previous_s = float(state_dict.get("elapsed_s", 0.0))
+
+
+def epoch_progress_bar():
+    """Lightning's rich progress bar counting epochs from 1 ("Epoch 12/12", as training.json
+    counts them; Lightning shows "Epoch 11/11"); None without `rich` (Lightning's default then)."""
+    try:
+        from lightning.pytorch.callbacks import RichProgressBar
+        from lightning.pytorch.utilities.imports import _RICH_AVAILABLE
+    except ImportError:
+        return None
+    if not _RICH_AVAILABLE:
+        return None
+
+    class OneBasedEpochs(RichProgressBar):
+        def _get_train_description(self, current_epoch: int) -> str:
+            text = f"Epoch {current_epoch + 1}"
+            if self.trainer.max_epochs is not None:
+                text += f"/{self.trainer.max_epochs}"
+            return f"{text:{len(self.validation_description)}}"
+
+    return OneBasedEpochs()

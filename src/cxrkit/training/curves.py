@@ -9,11 +9,25 @@ import pandas as pd
 
 def merge_epoch_logs(logs_dir: Path, out_csv: Path) -> None:
     """Join the CSVLogger files of every attempt (a resumed run adds a version) into one metrics.csv."""
-    parts = [pd.read_csv(p) for p in sorted(Path(logs_dir).glob("version_*/metrics.csv"))]
+    files = sorted(Path(logs_dir).glob("version_*/metrics.csv"), key=lambda p: _version(p.parent))
+    parts = [pd.read_csv(p) for p in files if p.stat().st_size]
     if not parts:
         return
-    table = pd.concat(parts, ignore_index=True)
+    kept: list[pd.DataFrame] = []
+    for part in parts:
+        # A resumed attempt restarts at the epoch after its checkpoint: rows an earlier attempt
+        # logged for that epoch or later belong to work lost in the crash.
+        first = part["epoch"].min() if "epoch" in part and part["epoch"].notna().any() else None
+        if first is not None:
+            kept = [k[~(k["epoch"] >= first)] for k in kept]
+        kept.append(part)
+    table = pd.concat(kept, ignore_index=True)
     table.to_csv(out_csv, index=False)
+
+
+def _version(folder: Path) -> int:
+    suffix = folder.name.removeprefix("version_")
+    return int(suffix) if suffix.isdigit() else -1
 
 
 def epoch_metrics(metrics_csv: Path) -> pd.DataFrame:

@@ -12,12 +12,15 @@ import logging
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+import yaml
 
 from cxrkit.config import Config, build_config, config_to_yaml, load_config_file, monitor_mode
 from cxrkit.data.cache import CachedImages, Progress, load_cached_images
@@ -26,47 +29,129 @@ from cxrkit.data.preprocess import Preprocessing, channel_stats, imagenet_stats,
 from cxrkit.data.sources import load_sources
 from cxrkit.data.splits import assign_splits_cached, merge_groups, read_split_file, write_split_file
 from cxrkit.data.transforms import train_augmentation
+from cxrkit.data.validation import check_training_classes
 from cxrkit.errors import CxrkitError, TrainingInterrupted
-from cxrkit.inference import CHECKPOINT_FORMAT, CHECKPOINT_NAME
+from cxrkit.inference import CHECKPOINT_FORMAT, CHECKPOINT_NAME, safe_torch_load
 from cxrkit.models import build_model, count_parameters
-from cxrkit.training.callbacks import SaveOnInterrupt, StartupTime, Throughput
+from cxrkit.training.callbacks import SaveOnInterrupt, StartupTime, Throughput, WallClock, epoch_progress_bar
 from cxrkit.training.curves import merge_epoch_logs, plot_training_curves
 from cxrkit.training.precision import resolve_precision
 
 log = logging.getLogger(__name__)
+HARMLESS_WARNINGS = (".*LeafSpec.*", ".*smaller than the logging interval.*", ".*litlogger.*",
+                     ".*does not have many workers.*", ".*Experiment logs directory.*",
+                     ".*Checkpoint directory .* exists and is not empty.*")
 
 
 def run_dir_for(config: Config) -> Path:
+    """`output_dir / name`, where the name must be one plain folder name (no path, no '.' or '..')."""
     name = config.name or f"{config.recipe or config.model.name}"
-    return Path(config.output_dir).expanduser() / name
+    return Path(config.output_dir).expanduser() / check_run_name(name)
+
+
+def check_run_name(name: str) -> str:
+    """The run name if it is a single path component inside the output folder, else CxrkitError."""
+    text = str(name)
+    if (not text.strip() or text in (".", "..") or "/" in text or "\\" in text or "\0" in text
+            or Path(text).is_absolute() or Path(text).name != text):
+        raise CxrkitError(f"--name {text!r}: a run name is one folder name inside --output-dir "
+                          "(letters, digits, '-', '_', '.'; no '/', '..' or absolute path); "
+                          "use --output-dir to choose where runs go")
+    return text
+
+
+def is_run_folder(path: Path) -> bool:
+    """True for a folder cxrkit made: it holds a config.yaml that reads as a cxrkit config."""
+    try:
+        load_config_file(path / "config.yaml")
+    except (CxrkitError, OSError, ValueError, yaml.YAMLError):
+        return False
+    return True
+
+
+def is_finished_run(path: Path) -> bool:
+    """A run whose training completed: model.ckpt and training.json exist."""
+    return (path / CHECKPOINT_NAME).is_file() and (path / "training.json").is_file()
+
+
+def _has_training_state(path: Path) -> bool:
+    return (path / CHECKPOINT_NAME).is_file() or any((path / "checkpoints").glob("*.ckpt"))
 
 
 def prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
-    """Create the run folder; refuse to replace an existing one unless overwrite is set."""
+    """Create the run folder; refuse to replace an existing one unless overwrite is set.
+
+    Only a cxrkit run folder is ever deleted; a run that failed before its first checkpoint
+    (nothing but derived files) is replaced without --overwrite.
+    """
+    if run_dir.is_symlink() or (run_dir.exists() and not run_dir.is_dir()):
+        raise CxrkitError(f"run folder {run_dir} is a link or a file; choose another --name")
     if run_dir.exists() and any(run_dir.iterdir()):
-        if not overwrite:
+        if not is_run_folder(run_dir):
+            raise CxrkitError(f"{run_dir} exists and is not a cxrkit run folder (no config.yaml made "
+                              "by cxrkit); refusing to touch it: choose another --name or --output-dir")
+        if _has_training_state(run_dir) and not overwrite:
             raise CxrkitError(f"run folder {run_dir} already exists; pass --overwrite to replace it, "
                               "--name to pick another, or --resume to continue it")
+        if not _has_training_state(run_dir):
+            log.info("replacing %s: an earlier attempt stopped before its first checkpoint", run_dir)
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
 
 
 def build_split(config: Config, use_test: bool) -> pd.DataFrame:
     """The manifest with a split per row: from --split-file, or stratified/grouped from a seed."""
-    manifest, ignored = load_sources(config.data.all_sources(), config.data.group_pattern)
+    sources = config.data.all_sources()
+    manifest, ignored = load_sources(sources, config.data.group_pattern)
+    check_training_classes(manifest, " ".join(str(source.path) for source in sources))
     if not config.data.group_pattern and manifest["group"].isna().all():
         manifest = _auto_groups(manifest, config)
     if ignored:
         log.warning("ignored %d non-image file(s), e.g. %s", len(ignored), ignored[0])
+    near_duplicates = _near_duplicate_groups(manifest, config) if config.data.group_near_duplicates else None
+    leakage = {}
     if config.data.split_file:
         manifest = read_split_file(config.data.split_file, manifest)
+        leakage = split_leakage(manifest, near_duplicates)
     else:
-        if config.data.group_near_duplicates:
-            manifest = merge_groups(manifest, _near_duplicate_groups(manifest, config))
+        if manifest["split"].notna().any():  # a split given by the data (folders or CSV column)
+            leakage = split_leakage(manifest, near_duplicates)
+        manifest = merge_groups(manifest, near_duplicates)
         manifest = assign_splits_cached(manifest, config.data.val_fraction, config.data.test_fraction,
                                         config.data.split_seed)
+    _report_leakage(leakage, config)
     manifest.attrs["ignored"] = ignored
+    manifest.attrs["split_leakage"] = leakage
     return manifest
+
+
+def split_leakage(manifest: pd.DataFrame, near_duplicates: list | None) -> dict:
+    """Patient groups and near-duplicate groups with images in more than one split, with counts."""
+    def crossing(groups: pd.Series) -> tuple[int, int]:
+        table = pd.DataFrame({"group": groups.to_numpy(), "split": manifest["split"].to_numpy()}).dropna()
+        spread = table.groupby("group")["split"].nunique()
+        leaking = spread[spread > 1].index
+        return len(leaking), int(table["group"].isin(leaking).sum())
+
+    patients, patient_images = crossing(manifest["group"])
+    result = {"patient_groups": patients, "patient_images": patient_images}
+    if near_duplicates is not None:
+        result["near_duplicate_groups"], result["near_duplicate_images"] = crossing(
+            pd.Series(near_duplicates, dtype=object))
+    return result
+
+
+def _report_leakage(leakage: dict, config: Config) -> None:
+    groups = leakage.get("patient_groups", 0), leakage.get("near_duplicate_groups", 0)
+    if not any(groups):
+        return
+    text = (f"the given split puts {groups[0]} patient group(s) ({leakage['patient_images']} images) and "
+            f"{groups[1]} near-duplicate group(s) ({leakage.get('near_duplicate_images', 0)} images) in "
+            "more than one split: test metrics will be optimistic")
+    if config.data.strict_split:
+        raise CxrkitError(f"--strict: {text}; re-split by patient (a class-per-folder layout, or "
+                          "another --split-file) or drop --strict")
+    log.warning("warning: %s (recorded in training.json; --strict refuses such a split)", text)
 
 
 def _auto_groups(manifest: pd.DataFrame, config: Config) -> pd.DataFrame:
@@ -139,21 +224,30 @@ def _normalisation(config: Config, train_images: CachedImages):
     return channel_stats(channels, mean, max(std, 1e-3))
 
 
-def _trainer(config: Config, run_dir: Path, callbacks: Sequence):
+def _trainer(config: Config, run_dir: Path, callbacks: Sequence, clock: WallClock):
     import lightning as L
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, ProgressBar
     from lightning.pytorch.loggers import CSVLogger
 
     train = config.train
     checkpoints = run_dir / "checkpoints"
     mode = monitor_mode(train.monitor)
+    # best.ckpt follows the monitor; last.ckpt is refreshed after every epoch whatever the monitor
+    # does (save_last on a monitored callback only saves when it improves), so a crash loses at
+    # most the epoch in progress.
     all_callbacks = [
         ModelCheckpoint(dirpath=checkpoints, filename="best", monitor=train.monitor, mode=mode,
-                        save_last=True, enable_version_counter=False),
+                        enable_version_counter=False),
+        ModelCheckpoint(dirpath=checkpoints, filename="last", monitor=None, save_top_k=1,
+                        every_n_epochs=1, enable_version_counter=False),
         SaveOnInterrupt(checkpoints / "interrupted.ckpt"),
         Throughput(),
+        clock,
         *callbacks,
     ]
+    bar = epoch_progress_bar()
+    if bar is not None and not any(isinstance(c, ProgressBar) for c in callbacks):
+        all_callbacks.append(bar)
     if train.early_stopping_patience:
         all_callbacks.append(EarlyStopping(monitor=train.monitor, mode=mode,
                                            patience=train.early_stopping_patience, check_finite=False))
@@ -201,20 +295,22 @@ def train(config: Config | str | None = None, *, callbacks: Sequence = (), use_t
     from cxrkit.training.module import Classifier
 
     writer = is_main_process()
+    started = time.perf_counter()
     if resume is not None:
         run_dir = Path(resume).expanduser()
         config = load_config_file(run_dir)
         config.data.split_file = str(run_dir / "split.csv")
-        checkpoint = _resume_checkpoint(run_dir)
+        checkpoint = _resume_checkpoint(run_dir, overwrite)
     else:
         if not isinstance(config, Config):
             config = build_config(config, overrides)
+        _no_freezing_without_weights(config)
         run_dir = run_dir_for(config)
         if writer:
             prepare_run_dir(run_dir, overwrite)
+            (run_dir / "config.yaml").write_text(config_to_yaml(config))
         checkpoint = None
     L.seed_everything(config.train.seed, workers=True, verbose=False)
-    started = time.perf_counter()
 
     manifest = build_split(config, use_test)
     classes = sorted(manifest["label"].unique())
@@ -264,9 +360,11 @@ def train(config: Config | str | None = None, *, callbacks: Sequence = (), use_t
                         _class_weights(labels[masks["train"]], len(classes), config.train.class_weights),
                         single_logit, train_augmentation(config.augment))
     startup = StartupTime(started)
-    trainer = _trainer(config, run_dir, [*callbacks, startup])
+    clock = WallClock(started)
     try:
-        trainer.fit(module, datamodule=data, **({"ckpt_path": checkpoint} if checkpoint else {}))
+        with quiet_lightning():
+            trainer = _trainer(config, run_dir, [*callbacks, startup], clock)
+            trainer.fit(module, datamodule=data, ckpt_path=checkpoint, weights_only=True)
     except SystemExit as stop:
         raise TrainingInterrupted(
             f"training interrupted; checkpoint saved, continue with: cxrkit train --resume {run_dir}") from stop
@@ -277,13 +375,15 @@ def train(config: Config | str | None = None, *, callbacks: Sequence = (), use_t
         return run_dir
     best = trainer.checkpoint_callback.best_model_path
     if best and Path(best).is_file():
-        state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
+        state = safe_torch_load(best, "Lightning checkpoint").get("state_dict")
+        if not isinstance(state, dict):
+            raise CxrkitError(f"{best}: no state_dict in this checkpoint; train the run again")
         module.load_state_dict(state)
     ood = _ood_reference(module.model, images, labels, masks, prep)
     _save_model(run_dir, module.model, classes, prep, model_spec, single_logit, config, ood=ood,
                 lung_weights=lung_weights)
     info = {
-        "wall_time_s": round(time.perf_counter() - started, 1),
+        "wall_time_s": round(clock.elapsed_s(), 1),
         "startup_s": None if startup.seconds is None else round(startup.seconds, 1),
         "images_per_s": round(trainer.callback_metrics.get("img_per_s", torch.tensor(float("nan"))).item(), 1),
         "parameters": count_parameters(module.model),
@@ -300,6 +400,7 @@ def train(config: Config | str | None = None, *, callbacks: Sequence = (), use_t
         "skipped": len(failures),
         **({"lung_fallbacks": len(lung_fallbacks)} if segmenter else {}),
         "image_cache": images.fill,
+        "split_leakage": manifest.attrs.get("split_leakage", {}),
     }
     (run_dir / "training.json").write_text(json.dumps(info, indent=2))
     merge_epoch_logs(run_dir / "logs", run_dir / "metrics.csv")
@@ -307,6 +408,32 @@ def train(config: Config | str | None = None, *, callbacks: Sequence = (), use_t
     if use_test:
         _evaluate(run_dir)
     return run_dir
+
+
+def _no_freezing_without_weights(config: Config) -> None:
+    """Random initial weights are never frozen: freezing them would train only the head."""
+    if config.model.weights == "none" and config.model.freeze != "none":
+        log.warning("model.freeze=%s ignored: with --weights none every layer starts random, so "
+                    "nothing is frozen (recorded as freeze: none in config.yaml)", config.model.freeze)
+        config.model.freeze = "none"
+
+
+@contextmanager
+def quiet_lightning():
+    """Lightning's start-up notices (GPU/TPU available, tips) and known-harmless warnings hidden
+    for the duration of a fit, whoever calls `train` (CLI, Python API, experiment workers)."""
+    names = ("lightning.pytorch", "lightning.fabric", "lightning", "pytorch_lightning")
+    previous = {name: logging.getLogger(name).level for name in names}
+    for name in names:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            for pattern in HARMLESS_WARNINGS:
+                warnings.filterwarnings("ignore", message=pattern)
+            yield
+    finally:
+        for name, level in previous.items():
+            logging.getLogger(name).setLevel(level)
 
 
 def site_counts(manifest: pd.DataFrame) -> dict[str, dict[str, int]]:
@@ -320,11 +447,18 @@ def _as_float(value) -> float | None:
     return None if value is None else float(value)
 
 
-def _resume_checkpoint(run_dir: Path) -> str:
+def _resume_checkpoint(run_dir: Path, overwrite: bool = False) -> str:
+    """The newest of last.ckpt / interrupted.ckpt, checked to be a plain weights-only file."""
     checkpoints = [p for p in (run_dir / "checkpoints").glob("*.ckpt") if p.stem in ("last", "interrupted")]
     if not (run_dir / "config.yaml").is_file() or not checkpoints:
         raise CxrkitError(f"--resume {run_dir}: no config.yaml or checkpoints/last.ckpt to resume from")
-    return str(max(checkpoints, key=lambda p: p.stat().st_mtime))
+    if is_finished_run(run_dir) and not overwrite:
+        raise CxrkitError(f"--resume {run_dir}: this run already finished (model.ckpt, training.json); "
+                          "nothing to resume. Use `cxrkit evaluate` on it, or add --overwrite to "
+                          "continue from its last checkpoint and replace its model and evaluation")
+    newest = max(checkpoints, key=lambda p: p.stat().st_mtime)
+    safe_torch_load(newest, "Lightning checkpoint")
+    return str(newest)
 
 
 def _check_forward(model, config: Config) -> None:

@@ -1,0 +1,1 @@
+"""At the site: local threshold calibration, site operating points, upgrade guard, monitoring."""
