@@ -164,10 +164,13 @@ def test_a_run_that_failed_before_training_can_be_rerun_without_overwrite(tmp_pa
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(b"not a png")
     runs = tmp_path / "runs"
+    def error_line() -> str:  # progress summaries before it carry timings
+        return [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")][-1]
+
     assert main(train_args(data, runs, "--name", "r")) == 2
-    first = capsys.readouterr().err
+    first = error_line()
     assert main(train_args(data, runs, "--name", "r")) == 2
-    assert capsys.readouterr().err == first and "already exists" not in first
+    assert error_line() == first and "already exists" not in first
 
 
 # --- the server exposes no data file -------------------------------------------------------------

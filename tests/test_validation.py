@@ -3,7 +3,6 @@ corrupt run files, duplicate/conflicting rows, label typos, tiny classes, class-
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -58,35 +57,34 @@ def test_predict_fails_when_no_input_could_be_read(tmp_path, capsys):
 
 
 def test_predict_streams_a_batch_at_a_time(tmp_path, monkeypatch):
-    from cxrkit.inference import BasePredictor
+    from cxrkit.inference import Predictor
 
     run = make_run(tmp_path / "run")
     for index in range(10):
         write_image(tmp_path / "images" / f"{index}.png", 20 * index)
     seen = []
-    original = BasePredictor.predict_proba
+    original = Predictor._outputs
 
-    def recording(self, images, batch_size=32, progress=None):
-        seen.append(len(images))
-        return original(self, images, batch_size, progress)
+    def recording(self, batch):
+        seen.append(len(batch))
+        return original(self, batch)
 
-    monkeypatch.setattr(BasePredictor, "predict_proba", recording)
+    monkeypatch.setattr(Predictor, "_outputs", recording)
     out = tmp_path / "p.csv"
     assert main(["predict", str(run), str(tmp_path / "images"), "--out", str(out), "--batch-size", "4"]) == 0
     assert max(seen) <= 4 and sum(seen) == 10
     assert len(out.read_text().splitlines()) == 11
 
 
-def test_zero_byte_cache_file_is_decoded_again(tmp_path):
+def test_emptied_cache_file_is_decoded_again(tmp_path):
     image = write_image(tmp_path / "a.png", 50)
     prep = Preprocessing(image_size=32, channels=1)
-    digest = hashlib.sha1(image.read_bytes()).hexdigest()
-    cached = tmp_path / "cache" / prep.cache_key() / digest[:2] / f"{digest}.npy"
-    cached.parent.mkdir(parents=True)
-    cached.write_bytes(b"")
+    first, _ = load_cached_images([str(image)], prep, tmp_path / "cache")
+    first.pixels.write_bytes(b"")  # a zero-byte pixels file: its rows are decoded again
     images, failures = load_cached_images([str(image)], prep, tmp_path / "cache")
-    assert failures == {} and images.shape == (1, 32, 32)
-    assert cached.stat().st_size > 0
+    assert failures == {} and len(images) == 1 and images[0].shape == (32, 32)
+    assert images.fill["decoded"] == 1 and images.pixels.stat().st_size == 32 * 32
+    np.testing.assert_array_equal(images[0], first[0])
 
 
 def test_corrupt_config_yaml_is_one_line(tmp_path, capsys):

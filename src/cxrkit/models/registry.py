@@ -121,7 +121,8 @@ def _imagenet_state_dict(name: str, spec: ModelSpec) -> dict:
             "or use weights: none") from error
 
 
-def _state_dict_from_path(path: Path) -> dict:
+def state_dict_from_path(path: Path) -> dict:
+    """The state dict in a weights file or run folder, loaded weights-only; CxrkitError if unsafe."""
     if path.is_dir():
         path = path / "model.ckpt"
     if not path.is_file():
@@ -163,7 +164,7 @@ def build_model(
         _replace_head(model, name, spec, num_classes, dropout)
         _adapt_first_conv(model, in_channels)
     if weights not in ("none", "imagenet", "", None):
-        state = _state_dict_from_path(Path(weights).expanduser())
+        state = state_dict_from_path(Path(weights).expanduser())
         own = model.state_dict()
         compatible = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
         if not compatible:

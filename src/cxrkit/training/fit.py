@@ -33,6 +33,7 @@ from cxrkit.data.validation import check_training_classes
 from cxrkit.errors import CxrkitError, TrainingInterrupted
 from cxrkit.inference import CHECKPOINT_FORMAT, CHECKPOINT_NAME, safe_torch_load
 from cxrkit.models import build_model, count_parameters
+from cxrkit.models.registry import state_dict_from_path
 from cxrkit.training.callbacks import SaveOnInterrupt, StartupTime, Throughput, WallClock, epoch_progress_bar
 from cxrkit.training.curves import merge_epoch_logs, plot_training_curves
 from cxrkit.training.precision import resolve_precision
@@ -305,6 +306,8 @@ def train(config: Config | str | None = None, *, callbacks: Sequence = (), use_t
         if not isinstance(config, Config):
             config = build_config(config, overrides)
         _no_freezing_without_weights(config)
+        if config.model.weights not in ("none", "imagenet", ""):
+            state_dict_from_path(Path(config.model.weights).expanduser())  # refused before any decoding
         run_dir = run_dir_for(config)
         if writer:
             prepare_run_dir(run_dir, overwrite)
