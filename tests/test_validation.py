@@ -64,13 +64,13 @@ def test_predict_streams_a_batch_at_a_time(tmp_path, monkeypatch):
     for index in range(10):
         write_image(tmp_path / "images" / f"{index}.png", 20 * index)
     seen = []
-    original = BasePredictor.predict_proba
+    original = BasePredictor.predict_details
 
     def recording(self, images, batch_size=32, progress=None):
         seen.append(len(images))
         return original(self, images, batch_size, progress)
 
-    monkeypatch.setattr(BasePredictor, "predict_proba", recording)
+    monkeypatch.setattr(BasePredictor, "predict_details", recording)
     out = tmp_path / "p.csv"
     assert main(["predict", str(run), str(tmp_path / "images"), "--out", str(out), "--batch-size", "4"]) == 0
     assert max(seen) <= 4 and sum(seen) == 10
