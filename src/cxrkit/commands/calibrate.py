@@ -13,7 +13,7 @@ def register(subparsers) -> None:
         description="Split the site data into a calibration part and a check part; on the "
                     "calibration part tabulate sensitivity, specificity, PPV/NPV, referrals, "
                     "tests and missed cases per 1,000 and cost per case found over thresholds "
-                    "(with 95%% CIs), the WHO target product profile rows and per-subgroup "
+                    "(with 95% CIs), the WHO target product profile rows and per-subgroup "
                     "tables; with --select, freeze a site operating point reported on the check "
                     "part. Example: cxrkit calibrate runs/tb-fast --data ../shared/data/tb-nlm.csv "
                     "--prevalence 0.05 --by site --select 'sensitivity>=0.90'")

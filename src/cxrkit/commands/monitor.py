@@ -14,7 +14,7 @@ def register(subparsers) -> None:
                     "OOD rates over time and, with --outcomes, running sensitivity and "
                     "specificity of the logged decisions. Exit code 1 on an alarm (for cron/CI): "
                     f"PSI >= --psi-max (default {PSI_MAX}), KS D >= --ks-max (default {KS_MAX}), "
-                    "or a running sensitivity whose 95%% CI lies below --min-sensitivity. "
+                    "or a running sensitivity whose 95% CI lies below --min-sensitivity. "
                     "Example: cxrkit monitor requests.sqlite --reference runs/tb-fast/sites/tb-nlm "
                     "--outcomes outcomes.csv")
     parser.add_argument("log", help="SQLite file or database URL given to `cxrkit serve --log`")
