@@ -7,6 +7,7 @@ with `weights_only=True`, so nothing is re-guessed and nothing untrusted is unpi
 from __future__ import annotations
 
 import json
+import threading
 from collections import deque
 from collections.abc import Iterable, Sequence
 from itertools import islice
@@ -43,6 +44,7 @@ class FilePredictions(NamedTuple):
 
 
 CHECKPOINT_NAME = "model.ckpt"
+_SCORER_LOCK = threading.Lock()
 CHECKPOINT_FORMAT = "cxrkit-model-v1"
 
 
@@ -242,14 +244,15 @@ class Predictor(BasePredictor):
     @property
     def ood_scorer(self):
         """The model traced to return logits and the OOD score (built on first use)."""
-        if self._scorer is None and self.ood is not None:
-            import torch
+        with _SCORER_LOCK:  # torch.fx tracing is not thread-safe
+            if self._scorer is None and self.ood is not None:
+                import torch
 
-            from cxrkit.ood.reference import OodScorer
+                from cxrkit.ood.reference import OodScorer
 
-            side = self.preprocessing.image_size
-            example = torch.zeros(2, self.preprocessing.channels, side, side)
-            self._scorer = OodScorer(self.model, self.ood, example).eval()
+                side = self.preprocessing.image_size
+                example = torch.zeros(2, self.preprocessing.channels, side, side)
+                self._scorer = OodScorer(self.model, self.ood, example).eval()
         return self._scorer
 
     @property
