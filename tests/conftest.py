@@ -30,6 +30,17 @@ def shared_data(*parts: str) -> Path:
     return path
 
 
+def train_real_tb(root: Path, **overrides) -> Path:
+    """A tb-fast run on ../shared/data/tb under `root` (the recipe as shipped, plus overrides)."""
+    import cxrkit
+    from cxrkit.config import build_config
+
+    data = shared_data("tb")
+    return cxrkit.train(build_config("tb-fast", {
+        "data.source": str(data), "name": "tb-fast", "output_dir": str(root / "runs"),
+        "data.cache_dir": str(root / "cache"), **overrides}))
+
+
 def write_image(path: Path, value: int, size: int = 32, mode: str = "L") -> Path:
     """A small image with a class-dependent pattern so a model can learn it."""
     rng = np.random.default_rng(abs(hash(path.name)) % 2**32)

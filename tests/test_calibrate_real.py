@@ -9,22 +9,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import shared_data
+from conftest import shared_data, train_real_tb
 from cxrkit.cli import main
-from cxrkit.config import build_config
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def tb_run(tmp_path_factory) -> Path:
-    import cxrkit
-
-    data = shared_data("tb")
-    root = tmp_path_factory.mktemp("tb")
-    return cxrkit.train(build_config("tb-fast", {
-        "data.source": str(data), "name": "tb-fast", "output_dir": str(root / "runs"),
-        "data.cache_dir": str(root / "cache"), "train.epochs": 2}))
+    return train_real_tb(tmp_path_factory.mktemp("tb"), **{"train.epochs": 2})
 
 
 def test_calibrate_at_the_nlm_sites_and_predict_with_the_site_point(tb_run: Path, tmp_path,

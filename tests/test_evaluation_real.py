@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from sklearn import metrics as skm
 
-from conftest import shared_data
+from conftest import shared_data, train_real_tb
 from cxrkit.cli import main
 from cxrkit.config import build_config
 
@@ -20,13 +20,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def tb_run(tmp_path_factory) -> Path:
     """A tb-fast run on ../shared/data/tb (the recipe as shipped)."""
-    import cxrkit
-
-    data = shared_data("tb")
-    root = tmp_path_factory.mktemp("tb")
-    return cxrkit.train(build_config("tb-fast", {
-        "data.source": str(data), "name": "tb-fast", "output_dir": str(root / "runs"),
-        "data.cache_dir": str(root / "cache")}))
+    return train_real_tb(tmp_path_factory.mktemp("tb"))
 
 
 def test_tb_metrics_equal_sklearn_from_predictions(tb_run: Path):
