@@ -74,7 +74,7 @@ def test_ddp_training_logs_the_auroc_a_single_process_evaluation_finds(tmp_path)
     n_val = int((split["split"] == "val").sum())
     assert n_val % 2 == 1  # uneven shards: padding would count an image twice
 
-    from cxrkit.inference import load
+    from cxrkit.loader import load
 
     predictor = load(run)
     val = split[split["split"] == "val"]

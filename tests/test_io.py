@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cxrkit.data import io
+from cxrkit.data import pixels
 from cxrkit.data.io import image_info, read_gray, to_gray
 from cxrkit.errors import CxrkitError
 
@@ -52,7 +52,7 @@ def test_zero_byte_and_corrupt_files_name_the_file(tmp_path):
 
 def test_images_over_the_pixel_limit_are_refused_before_decoding(tmp_path, monkeypatch):
     Image.fromarray(np.zeros((40, 50), dtype=np.uint8)).save(tmp_path / "big.png")
-    monkeypatch.setattr(io, "MAX_IMAGE_PIXELS", 1999)
+    monkeypatch.setattr(pixels, "MAX_IMAGE_PIXELS", 1999)
     with pytest.raises(CxrkitError, match=r"big\.png: 50x40 pixels is over the 1,999-pixel limit"):
         read_gray(tmp_path / "big.png")
 
@@ -61,7 +61,7 @@ def test_long_images_are_shrunk_to_the_decode_limit(tmp_path, monkeypatch):
     stripes = np.tile(np.array([0, 255], dtype=np.uint8), (60, 100))
     Image.fromarray(stripes).save(tmp_path / "wide.png")
     Image.fromarray(stripes).save(tmp_path / "wide.jpg", quality=95)
-    monkeypatch.setattr(io, "MAX_DECODE_SIDE", 50)
+    monkeypatch.setattr(pixels, "MAX_DECODE_SIDE", 50)
     for name in ("wide.png", "wide.jpg"):
         gray = read_gray(tmp_path / name)
         assert gray.shape == (15, 50), name
@@ -70,6 +70,6 @@ def test_long_images_are_shrunk_to_the_decode_limit(tmp_path, monkeypatch):
 
 def test_to_uint8_scales_large_arrays_in_blocks():
     values = np.linspace(-5.0, 5.0, 1000 * 3).reshape(1000, 3)
-    out = io.to_uint8(values)
+    out = pixels.to_uint8(values)
     assert out[0, 0] == 0 and out[-1, -1] == 255
     np.testing.assert_array_equal(out, np.round((values + 5) * 25.5).astype(np.uint8))

@@ -17,11 +17,12 @@ import cxrkit
 from conftest import TINY_TRAINING, write_image
 from cxrkit.cli import main
 from cxrkit.evaluation import evaluate_run
-from cxrkit.evaluation.run import model_fingerprint
 from cxrkit.export import export_model
 from cxrkit.models import MODELS, build_model
 from cxrkit.ood import flag_summary, ood_flag_rates, probe_images, warning_text
-from cxrkit.ood.reference import OodScorer, add_reference, trace_features
+from cxrkit.ood.reference import OodScorer, trace_features
+from cxrkit.ood.runs import add_reference
+from cxrkit.run_facts import model_fingerprint
 from test_evaluation import make_run
 
 FAR_AWAY = np.full((48, 48), 255, dtype=np.uint8)

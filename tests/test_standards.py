@@ -13,7 +13,7 @@ from pydicom.uid import generate_uid
 import cxrkit
 from cxrkit.cli import main
 from cxrkit.deployment.calibrate import calibrate_site
-from cxrkit.export import run_model_id
+from cxrkit.run_facts import run_model_id
 from test_calibrate import site_csv
 from test_dicom import chest_like, write_dicom
 from test_evaluation import make_run

@@ -20,8 +20,9 @@ def test_training_writes_a_complete_run_folder(tiny_folder, tiny_overrides):
     (tiny_folder / "Normal" / "readme.txt").write_text("notes")
     run = cxrkit.train(build_config("tb-fast", tiny_overrides(tiny_folder)))
     for name in ("config.yaml", "split.csv", "classes.json", "model.ckpt", "metrics.csv",
-                 "training.json", "training_curves.png", "checkpoints/last.ckpt"):
-        assert (run / name).is_file(), name
+                 "training.json", "training_curves.png", "checkpoints/last.ckpt",
+                 "metrics.json", "operating_points.json", "predictions.csv", "report.html"):
+        assert (run / name).is_file(), name  # cxrkit.train chains the test evaluation
     assert json.loads((run / "classes.json").read_text()) == ["Normal", "Tuberculosis"]
     skipped = pd.read_csv(run / "skipped.csv")
     assert {Path(p).name for p in skipped["path"]} == {"broken.png", "empty.png", "readme.txt"}
@@ -30,6 +31,15 @@ def test_training_writes_a_complete_run_folder(tiny_folder, tiny_overrides):
     checkpoint = torch.load(run / "model.ckpt", weights_only=True)
     assert checkpoint["preprocessing"]["image_size"] == 32
     assert checkpoint["classes"] == ["Normal", "Tuberculosis"]
+
+
+def test_training_alone_does_not_evaluate(tiny_folder, tiny_overrides):
+    from cxrkit.training.fit import train
+
+    run = train(build_config("tb-fast", tiny_overrides(tiny_folder)))
+    assert (run / "model.ckpt").is_file() and (run / "training.json").is_file()
+    for name in ("metrics.json", "operating_points.json", "predictions.csv", "report.html"):
+        assert not (run / name).exists(), name
 
 
 def test_existing_run_is_never_overwritten_without_flag(tiny_folder, tiny_overrides):

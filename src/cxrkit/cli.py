@@ -9,9 +9,9 @@ import signal
 import sys
 import threading
 
-from cxrkit import __version__
 from cxrkit.errors import CxrkitError, TrainingInterrupted
 from cxrkit.extras import install_hint
+from cxrkit.version import __version__
 
 RESUMABLE = ("tune", "experiment")  # they continue where they stopped when run again
 COMMAND_MODULES = (

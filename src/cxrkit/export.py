@@ -14,7 +14,6 @@ runtime path needs no torch.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
 import tempfile
@@ -23,12 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
-from cxrkit import __version__
 from cxrkit.data.preprocess import normalise
 from cxrkit.errors import CxrkitError
 from cxrkit.inference import load_torch_predictor, read_checkpoint, resolve_checkpoint
 from cxrkit.onnx_predictor import METADATA_FORMAT, METADATA_KEY
 from cxrkit.ood.flags import reference_summary
+from cxrkit.run_facts import frozen_operating_point, read_run_json, run_model_id
+from cxrkit.version import __version__
 
 FORMATS = ("onnx", "torchscript")
 DEFAULT_NAMES = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
@@ -36,42 +36,6 @@ INPUT_NAME = "image"
 OUTPUT_NAME = "probabilities"
 OOD_OUTPUT_NAME = "ood_score"
 CHECK_BATCH_SIZES = (1, 5)
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 hex digest of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def run_model_id(run_dir: Path) -> str:
-    """Id naming the exact weights: run name, `@`, 12 hex digits of model.ckpt's sha256."""
-    return f"{run_dir.name}@{file_sha256(run_dir / 'model.ckpt')[:12]}"
-
-
-def frozen_operating_point(run_dir: Path) -> dict | None:
-    """The run's operating_points.json, refused if it was chosen for other weights."""
-    points = read_run_json(run_dir, "operating_points.json")
-    fingerprint = (points or {}).get("model_sha256")
-    if fingerprint and fingerprint != file_sha256(run_dir / "model.ckpt"):
-        raise CxrkitError(f"{run_dir}/operating_points.json was chosen for a different model.ckpt; "
-                          f"re-evaluate the run first (`cxrkit evaluate {run_dir} --overwrite`)")
-    return points
-
-
-def read_run_json(run_dir: Path, name: str) -> dict | None:
-    """A JSON file of the run (operating_points.json, test_metrics.json), or None if absent."""
-    path = run_dir / name
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise CxrkitError(f"{path}: not readable JSON ({error}); "
-                          "re-run `cxrkit evaluate`") from error
 
 
 def export_metadata(run_dir: Path, checkpoint: dict) -> dict:

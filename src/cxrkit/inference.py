@@ -19,6 +19,7 @@ import numpy as np
 from cxrkit.data.io import read_gray, to_gray
 from cxrkit.data.preprocess import Preprocessing, normalise, prepare, prepare_with_lungs
 from cxrkit.errors import CxrkitError
+from cxrkit.safe_load import safe_torch_load
 
 if TYPE_CHECKING:
     import torch
@@ -56,29 +57,6 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if not path.is_file():
         raise CxrkitError(f"{path}: no model checkpoint; pass a run folder made by `cxrkit train`")
     return path
-
-
-def safe_torch_load(path: str | Path, what: str = "checkpoint") -> dict:
-    """`torch.load(path, weights_only=True)`: tensors and plain values only, never code.
-
-    A file that holds anything else (e.g. a crafted pickle) is refused with one line; the
-    reason never suggests turning the safe loader off.
-    """
-    import torch
-
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        if type(error).__name__ == "UnpicklingError":
-            raise CxrkitError(f"{path}: refused to load this {what}: it holds Python objects other "
-                              "than tensors and plain values, which cxrkit never runs; use a file "
-                              "written by cxrkit") from error
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CxrkitError(f"{path}: not a readable {what} ({reason}); it may be truncated or "
-                          "corrupt: re-create it with `cxrkit train`") from error
-    if not isinstance(data, dict):
-        raise CxrkitError(f"{path}: not a cxrkit {what} (expected a dict of tensors)")
-    return data
 
 
 def read_checkpoint(path: str | Path) -> dict:
@@ -378,12 +356,3 @@ def load_torch_predictor(path: str | Path) -> Predictor:
                      run_dir=checkpoint_path.parent, info=dict(data.get("info") or {}), ood=ood,
                      segmenter=segmenter)
 
-
-def load(path: str | Path):
-    """A Predictor for a run folder or model.ckpt; an ONNX file gets the torch-free runtime."""
-    path = Path(path).expanduser()
-    if path.suffix.lower() == ".onnx":
-        from cxrkit.onnx_predictor import load_onnx_predictor
-
-        return load_onnx_predictor(path)
-    return load_torch_predictor(path)

@@ -102,7 +102,7 @@ def image_files(inputs: list[str]) -> list[Path]:
 def write_explanations(args: argparse.Namespace, methods: list[str], options: dict) -> int:
     from cxrkit.explain import explain, save_overlay
     from cxrkit.explain.overlay import output_paths
-    from cxrkit.inference import load
+    from cxrkit.loader import load
 
     if args.data:
         raise CxrkitError("--data is for --benchmark; to explain images, list them after RUN")
@@ -144,7 +144,7 @@ def run_benchmark(args: argparse.Namespace, methods: list[str], options: dict) -
 
     from cxrkit.data.sources import load_manifest
     from cxrkit.explain.faithfulness import benchmark
-    from cxrkit.inference import load
+    from cxrkit.loader import load
 
     if args.images:
         raise CxrkitError("--benchmark draws its images from --data; do not list IMAGE files")

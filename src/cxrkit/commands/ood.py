@@ -20,7 +20,7 @@ def register(subparsers) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from cxrkit.ood.reference import add_reference
+    from cxrkit.ood.runs import add_reference
 
     summary = add_reference(args.run, overwrite=args.overwrite, batch_size=args.batch_size)
     print(f"out-of-distribution reference stored in {args.run}/model.ckpt: {len(summary['layers'])} "

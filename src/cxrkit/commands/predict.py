@@ -57,7 +57,7 @@ def collect_images(items: list[str]) -> tuple[list[str], list[str]]:
 def run(args: argparse.Namespace) -> int:
     """Decode in worker processes, predict in full batches, then write the table."""
     from cxrkit.commands.reporting import ProgressBars
-    from cxrkit.inference import load
+    from cxrkit.loader import load
     from cxrkit.ood import flag_summary, warning_text
 
     out = Path(args.out)

@@ -21,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
     from cxrkit.commands.reporting import ProgressBars, print_run_summary, quiet_lightning
     from cxrkit.config import build_config
     from cxrkit.data.synthetic import make_synthetic_dataset
-    from cxrkit.training.fit import train
+    from cxrkit.pipeline import train_and_evaluate
 
     quiet_lightning()
     overrides: dict = {"output_dir": args.output_dir}
@@ -33,8 +33,8 @@ def run(args: argparse.Namespace) -> int:
         overrides.update({"data.source": str(data), "name": "quickstart", "preprocess.image_size": 64,
                           "train.epochs": 12, "model.width": 16, "model.depth": 4,
                           "train.monitor": "val_loss", "data.group_near_duplicates": False})
-    run_dir = train(build_config(args.recipe, overrides), overwrite=args.overwrite,
-                    progress=ProgressBars())
+    run_dir = train_and_evaluate(build_config(args.recipe, overrides), overwrite=args.overwrite,
+                                 progress=ProgressBars())
     print_run_summary(run_dir)
     print("\nnext steps:")
     print(f"  open {run_dir / 'report.html'}   # the test evaluation training already wrote")

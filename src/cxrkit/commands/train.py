@@ -117,15 +117,16 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from cxrkit.commands.reporting import ProgressBars, print_run_summary, quiet_lightning
     from cxrkit.config import build_config
-    from cxrkit.training.fit import is_main_process, train
+    from cxrkit.pipeline import train_and_evaluate
+    from cxrkit.training.fit import is_main_process
 
     quiet_lightning()
     progress = ProgressBars(quiet=not is_main_process())
     if args.resume:
-        run_dir = train(resume=args.resume, overwrite=args.overwrite, progress=progress)
+        run_dir = train_and_evaluate(resume=args.resume, overwrite=args.overwrite, progress=progress)
     else:
         config = build_config(args.recipe, overrides_from_args(args))
-        run_dir = train(config, overwrite=args.overwrite, progress=progress)
+        run_dir = train_and_evaluate(config, overwrite=args.overwrite, progress=progress)
     if is_main_process():
         print_run_summary(run_dir)
     return 0

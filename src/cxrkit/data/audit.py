@@ -25,7 +25,8 @@ from scipy.sparse.csgraph import connected_components
 
 from cxrkit.data.cache import cache_root
 from cxrkit.data.hashing import BITS_PER_UNIT, close_pairs, hash_matrix, inspect_images
-from cxrkit.data.sources import SPLIT_NAMES, groups_from_pattern, load_manifest
+from cxrkit.data.manifest import SPLIT_NAMES
+from cxrkit.data.sources import groups_from_pattern, load_manifest
 from cxrkit.data.splits import read_split_file
 from cxrkit.errors import CxrkitError
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cxrkit.data.io import array_to_gray, check_pixel_count, limit_side, to_uint8
+from cxrkit.data.pixels import array_to_gray, check_pixel_count, limit_side, to_uint8
 from cxrkit.errors import CxrkitError
 
 DECODER_HINT = ('install the decoders with `pip install pylibjpeg pylibjpeg-libjpeg '

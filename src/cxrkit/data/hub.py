@@ -2,8 +2,8 @@
 
 `hf_manifest` loads through the `datasets` library (its own download and cache; a
 `save_to_disk` folder works too) and writes each image once into a cxrkit cache folder, so
-the rest of cxrkit sees plain files. `kaggle_manifest` downloads with `kagglehub` and reads
-the folder like any other. Both are optional extras.
+the rest of cxrkit sees plain files. `kaggle_folder` downloads with `kagglehub`; the folder
+is then read like any other. Both are optional extras.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from cxrkit.data.cache import cache_root
-from cxrkit.data.sources import MANIFEST_COLUMNS, SPLIT_ALIASES, load_manifest
+from cxrkit.data.manifest import MANIFEST_COLUMNS, SPLIT_ALIASES
 from cxrkit.errors import CxrkitError
 
 KEPT_FORMATS = {"PNG": ".png", "JPEG": ".jpg", "BMP": ".bmp", "TIFF": ".tif"}
@@ -174,8 +174,9 @@ def _data_root(folder: Path) -> Path:
         folder = entries[0]
 
 
-def kaggle_manifest(handle: str, group_pattern: str | None = None) -> pd.DataFrame:
-    """Manifest of a Kaggle dataset `owner/name[/versions/N]`, downloaded by kagglehub."""
+def kaggle_folder(handle: str) -> Path:
+    """The local data folder of a Kaggle dataset `owner/name[/versions/N]`, downloaded by
+    kagglehub (read like any other folder by `cxrkit.data.sources`)."""
     try:
         import kagglehub
     except ImportError as error:
@@ -193,5 +194,4 @@ def kaggle_manifest(handle: str, group_pattern: str | None = None) -> pd.DataFra
             f"--data kaggle:{handle}: download failed ({type(error).__name__}: "
             f"{' '.join(str(error).split())[:300]}); check the handle (owner/name), your Kaggle "
             "credentials, and the network (a cached download is reused offline)") from error
-    manifest, _ = load_manifest(_data_root(folder), group_pattern)
-    return manifest
+    return _data_root(folder)

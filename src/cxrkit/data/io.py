@@ -3,28 +3,26 @@
 X-rays are grey-level images: RGB and RGBA inputs are converted to grey, 16-bit PNG/TIFF
 is scaled by its real range, and DICOM goes through `cxrkit.data.dicom`.
 
-Decoding is bounded: files over `MAX_IMAGE_PIXELS` are refused before their pixels are read
-(a decompression bomb cannot exhaust memory), JPEGs are decoded at reduced scale by libjpeg,
-and every decoded image longer than `MAX_DECODE_SIDE` is shrunk to it, far above any model
-input size.
+Decoding is bounded (limits in `cxrkit.data.pixels`): files over `MAX_IMAGE_PIXELS` are
+refused before their pixels are read (a decompression bomb cannot exhaust memory), JPEGs are
+decoded at reduced scale by libjpeg, and every decoded image longer than `MAX_DECODE_SIDE` is
+shrunk to it, far above any model input size.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from cxrkit.data import pixels
+from cxrkit.data.pixels import ROWS_PER_CHUNK, array_to_gray, check_pixel_count, limit_side, to_uint8
 from cxrkit.errors import CxrkitError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"}
 DICOM_SUFFIXES = {".dcm", ".dicom"}
-MAX_IMAGE_PIXELS = 16_384 * 16_384
-MAX_DECODE_SIDE = 4096
-Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
-_ROWS_PER_CHUNK = 256
+Image.MAX_IMAGE_PIXELS = pixels.MAX_IMAGE_PIXELS
 BIT_DEPTHS = {"1": 1, "L": 8, "P": 8, "LA": 8, "PA": 8, "RGB": 8, "RGBA": 8, "CMYK": 8,
               "YCbCr": 8, "I;16": 16, "I;16B": 16, "I;16L": 16, "I": 32, "F": 32}
 
@@ -32,44 +30,6 @@ BIT_DEPTHS = {"1": 1, "L": 8, "P": 8, "LA": 8, "PA": 8, "RGB": 8, "RGBA": 8, "CM
 def is_image_file(path: str | Path) -> bool:
     """True for a file whose suffix cxrkit can decode."""
     return Path(path).suffix.lower() in IMAGE_SUFFIXES
-
-
-def check_pixel_count(width: int, height: int, path: str | Path) -> None:
-    """Refuse images over MAX_IMAGE_PIXELS before decoding them (decompression-bomb guard)."""
-    if width * height > MAX_IMAGE_PIXELS:
-        raise CxrkitError(
-            f"{path}: {width}x{height} pixels is over the {MAX_IMAGE_PIXELS:,}-pixel limit for "
-            "safe decoding; downsample the file (a chest X-ray needs at most a few thousand "
-            "pixels a side)")
-
-
-def to_uint8(array: np.ndarray) -> np.ndarray:
-    """Scale any numeric 2-D array to uint8 using its own min/max (uint8 passes unchanged).
-
-    Rows are scaled a block at a time, so a large 16-bit image never gets a full float copy.
-    """
-    if array.dtype == np.uint8:
-        return array
-    low, high = float(array.min()), float(array.max())
-    if high <= low:
-        return np.zeros(array.shape, dtype=np.uint8)
-    scale = 255.0 / (high - low)
-    out = np.empty(array.shape, dtype=np.uint8)
-    for start in range(0, array.shape[0], _ROWS_PER_CHUNK):
-        rows = array[start:start + _ROWS_PER_CHUNK].astype(np.float64)
-        out[start:start + _ROWS_PER_CHUNK] = np.round((rows - low) * scale)
-    return out
-
-
-def limit_side(gray: np.ndarray) -> np.ndarray:
-    """Shrink a uint8 grey image whose long side exceeds MAX_DECODE_SIDE (area averaging)."""
-    height, width = gray.shape
-    longest = max(height, width)
-    if longest <= MAX_DECODE_SIDE:
-        return gray
-    scale = MAX_DECODE_SIDE / longest
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
 
 
 def pil_to_gray(image: Image.Image) -> np.ndarray:
@@ -87,10 +47,10 @@ def _alpha_over_black(image: Image.Image) -> np.ndarray:
     """Grey composited over black, a strip of rows at a time (no full-size RGBA or LA copies)."""
     width, height = image.size
     out = np.empty((height, width), dtype=np.uint8)
-    for start in range(0, height, _ROWS_PER_CHUNK):
-        strip = image.crop((0, start, width, min(height, start + _ROWS_PER_CHUNK))).convert("LA")
+    for start in range(0, height, ROWS_PER_CHUNK):
+        strip = image.crop((0, start, width, min(height, start + ROWS_PER_CHUNK))).convert("LA")
         pairs = np.asarray(strip).astype(np.uint16)
-        out[start:start + _ROWS_PER_CHUNK] = (pairs[..., 0] * pairs[..., 1] + 127) // 255
+        out[start:start + ROWS_PER_CHUNK] = (pairs[..., 0] * pairs[..., 1] + 127) // 255
     return out
 
 
@@ -104,19 +64,6 @@ def _palette_to_gray(image: Image.Image) -> np.ndarray:
     palette.putdata(list(range(256)))
     lookup = _alpha_over_black(palette.convert("LA"))[0]
     return lookup[np.asarray(image)]
-
-
-def array_to_gray(array: np.ndarray) -> np.ndarray:
-    """Convert an HxW, HxWx1, HxWx3 or HxWx4 array to a 2-D uint8 grey array."""
-    array = np.asarray(array)
-    if array.ndim == 3 and array.shape[2] == 1:
-        array = array[:, :, 0]
-    if array.ndim == 2:
-        return to_uint8(array)
-    if array.ndim == 3 and array.shape[2] in (3, 4):
-        rgb = to_uint8(array[:, :, :3]) if array.dtype != np.uint8 else array[:, :, :3]
-        return np.asarray(Image.fromarray(np.ascontiguousarray(rgb)).convert("L"))
-    raise CxrkitError(f"image array has shape {array.shape}; expected HxW, HxWx1, HxWx3 or HxWx4")
 
 
 def _check_file(path: Path) -> None:
@@ -140,7 +87,7 @@ def read_gray(path: str | Path) -> np.ndarray:
     try:
         with Image.open(path) as image:
             check_pixel_count(*image.size, path)
-            image.draft("L", (MAX_DECODE_SIDE, MAX_DECODE_SIDE))
+            image.draft("L", (pixels.MAX_DECODE_SIDE, pixels.MAX_DECODE_SIDE))
             return limit_side(pil_to_gray(image))
     except Image.DecompressionBombError as error:
         raise CxrkitError(f"{path}: image too large to decode safely ({error})") from error

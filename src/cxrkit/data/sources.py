@@ -16,16 +16,13 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from cxrkit.data.io import is_image_file
+from cxrkit.data.manifest import MANIFEST_COLUMNS, SPLIT_ALIASES
 from cxrkit.data.validation import check_rows
 from cxrkit.errors import CxrkitError
 
 if TYPE_CHECKING:
     from cxrkit.config import DataSource
 
-SPLIT_NAMES = ("train", "val", "test")
-SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val",
-                 "validation": "val", "dev": "val", "test": "test", "testing": "test"}
-MANIFEST_COLUMNS = ["path", "label", "group", "split"]
 GENERIC_NAMES = {"test", "testing", "val", "valid", "validation", "train", "images", "data"}
 
 
@@ -93,18 +90,12 @@ def load_manifest(source: str | Path, group_pattern: str | None = None,
 
         manifest, ignored = hf_manifest(text[3:]), []
     elif text.startswith("kaggle:"):
-        from cxrkit.data.hub import kaggle_manifest
+        from cxrkit.data.hub import kaggle_folder
 
-        manifest, ignored = kaggle_manifest(text[7:], group_pattern), []
+        manifest, _ = _from_path(kaggle_folder(text[7:]), source)
+        ignored = []
     else:
-        path = Path(source).expanduser()
-        if not path.exists():
-            raise CxrkitError(f"--data {source}: no such file or folder; give a class-per-folder "
-                              "directory, a train/val/test directory or a CSV manifest")
-        if path.is_file():
-            manifest, ignored = _from_csv(path)
-        else:
-            manifest, ignored = _from_folders(path)
+        manifest, ignored = _from_path(Path(source).expanduser(), source)
     if group_pattern:
         manifest["group"] = groups_from_pattern(manifest["path"], group_pattern)
     own_sites = text.lower().endswith(".csv") and "site" in manifest.columns
@@ -115,6 +106,14 @@ def load_manifest(source: str | Path, group_pattern: str | None = None,
     _check_manifest(manifest, source)
     check_rows(manifest, source)
     return manifest.reset_index(drop=True), ignored
+
+
+def _from_path(path: Path, source: str | Path) -> tuple[pd.DataFrame, list[str]]:
+    """A local CSV manifest or folder tree as (manifest, ignored files)."""
+    if not path.exists():
+        raise CxrkitError(f"--data {source}: no such file or folder; give a class-per-folder "
+                          "directory, a train/val/test directory or a CSV manifest")
+    return _from_csv(path) if path.is_file() else _from_folders(path)
 
 
 def groups_from_pattern(paths: pd.Series, pattern: str) -> pd.Series:

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxrkit import __version__
 from cxrkit.errors import CxrkitError
+from cxrkit.version import __version__
 
 CHECK_FRACTION = 0.5
 SCORES_FILE = "scores.csv"
@@ -107,7 +107,7 @@ def extra_columns(data: Path) -> pd.DataFrame:
 
 def data_fingerprint(table: pd.DataFrame) -> tuple[str, list[str]]:
     """sha256 over (image sha256, label) of every image in path order; and each image's sha256."""
-    from cxrkit.export import file_sha256
+    from cxrkit.run_facts import file_sha256
 
     hashes = [file_sha256(Path(path)) for path in table["path"]]
     digest = hashlib.sha256()
@@ -163,9 +163,9 @@ def check_point(positive: np.ndarray, scores: np.ndarray, threshold: float,
                 n_resamples: int, seed: int) -> dict:
     """Sensitivity and specificity at `threshold` on the check part, with bootstrap 95% CIs
     (Wilson's when the bootstrap interval collapses to a point at 0 or 100%)."""
-    from cxrkit.deployment.monitor import wilson
     from cxrkit.deployment.tables import rates_at
     from cxrkit.evaluation.bootstrap import bootstrap_threshold_rates
+    from cxrkit.evaluation.metrics import wilson
 
     sensitivity, specificity = rates_at(positive, scores, np.array([threshold]))
     boot_sensitivity, boot_specificity, _ = bootstrap_threshold_rates(
@@ -211,12 +211,7 @@ def calibrate_site(run_dir: str | Path, data: str | Path, site: str | None = Non
     """Calibrate a run on site data; write tables, calibration.html and (with `select`) the
     site operating point. Returns the calibration.json document."""
     from cxrkit.deployment.tables import threshold_grid, threshold_table, who_rows
-    from cxrkit.evaluation.run import (
-        _operating_points,
-        model_fingerprint,
-        predict_table,
-        read_run_split,
-    )
+    from cxrkit.evaluation.run import _operating_points, predict_table, read_run_split
     from cxrkit.evaluation.thresholds import (
         add_site_point,
         positive_class_index,
@@ -224,6 +219,7 @@ def calibrate_site(run_dir: str | Path, data: str | Path, site: str | None = Non
         write_operating_points,
     )
     from cxrkit.inference import load_torch_predictor
+    from cxrkit.run_facts import model_fingerprint
 
     by = list(by or [])
     check_options(prevalence, cost_test, check_fraction, n_bootstrap)

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxrkit import __version__
 from cxrkit.errors import CxrkitError
+from cxrkit.version import __version__
 
 PSI_BINS = 10
 PSI_MAX = 0.25
@@ -136,7 +136,7 @@ def read_outcomes(path: str | Path, first: pd.DataFrame,
                   positive_name: str | None) -> pd.DataFrame:
     """outcomes.csv (image_sha256 or path, and outcome/label) joined to the first request of
     each image; positive outcome = the positive class name, 1, true or yes."""
-    from cxrkit.export import file_sha256
+    from cxrkit.run_facts import file_sha256
 
     path = Path(path).expanduser()
     if not path.is_file():
@@ -170,17 +170,10 @@ def read_outcomes(path: str | Path, first: pd.DataFrame,
     return first.merge(table[["image_sha256", "positive"]], on="image_sha256", how="inner")
 
 
-def wilson(k: int, n: int) -> list[float] | None:
-    from scipy.stats import binomtest
-
-    if n == 0:
-        return None
-    interval = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
-    return [float(interval.low), float(interval.high)]
-
-
 def running_accuracy(joined: pd.DataFrame, min_sensitivity: float) -> dict:
     """Sensitivity and specificity of the logged decisions against confirmed outcomes."""
+    from cxrkit.evaluation.metrics import wilson
+
     called = joined["referred"].to_numpy(dtype=bool)
     positive = joined["positive"].to_numpy(dtype=bool)
     true_positive, n_positive = int((called & positive).sum()), int(positive.sum())

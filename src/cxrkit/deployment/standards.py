@@ -12,8 +12,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from pathlib import Path
 
-from cxrkit import __version__
 from cxrkit.errors import CxrkitError
+from cxrkit.version import __version__
 
 CODE_SYSTEM = "urn:cxrkit:codes"
 IMAGE_HASH_SYSTEM = "urn:cxrkit:image-sha256"
@@ -173,7 +173,7 @@ def dicom_sr(source: str | Path, prediction: dict, model_id: str, out_path: str 
 def decisions(predictor, probabilities, operating_points: dict | None) -> tuple[str, list[dict]]:
     """(model id, one prediction dict per row) decided as the server decides: at the given
     (site) operating points, else the model's frozen point, else the most probable class."""
-    from cxrkit.export import frozen_operating_point, run_model_id
+    from cxrkit.run_facts import frozen_operating_point, run_model_id
     from cxrkit.serve.model import decision_rule
 
     if predictor.run_dir is None:
@@ -193,7 +193,7 @@ def write_fhir(out: Path, paths: list[str], model_id: str, predictions: list[dic
     """Observations into `out`: NDJSON (one per line) for .ndjson, else a collection Bundle."""
     import json
 
-    from cxrkit.export import file_sha256
+    from cxrkit.run_facts import file_sha256
 
     observations = [fhir_observation(prediction, model_id, path, file_sha256(Path(path)))
                     for path, prediction in zip(paths, predictions, strict=True)]

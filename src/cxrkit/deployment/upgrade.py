@@ -53,14 +53,14 @@ def compare_deployment(old_run: str | Path, new_run: str | Path, data: str | Pat
     """Both runs on the site data at the old site point, and the new one at its own, if any."""
     from cxrkit.deployment.calibrate import site_table
     from cxrkit.deployment.monitor import psi
-    from cxrkit.evaluation.run import model_fingerprint, predict_table
+    from cxrkit.evaluation.run import predict_table
     from cxrkit.evaluation.thresholds import (
         load_site_points,
         positive_class_index,
         read_operating_points,
     )
-    from cxrkit.export import run_model_id
     from cxrkit.inference import load_torch_predictor
+    from cxrkit.run_facts import model_fingerprint, run_model_id
 
     old_run, new_run = Path(old_run).expanduser(), Path(new_run).expanduser()
     old, new = load_torch_predictor(old_run), load_torch_predictor(new_run)

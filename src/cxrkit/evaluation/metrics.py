@@ -14,6 +14,16 @@ from cxrkit.errors import CxrkitError
 ECE_BINS = 10
 
 
+def wilson(k: int, n: int) -> list[float] | None:
+    """Wilson 95% interval of the proportion k/n (None when n is 0)."""
+    from scipy.stats import binomtest
+
+    if n == 0:
+        return None
+    interval = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+    return [float(interval.low), float(interval.high)]
+
+
 def check_probabilities(probabilities: np.ndarray, n_classes: int, where: str = "") -> np.ndarray:
     """Validate an (N, C) probability array: finite, in [0, 1], rows summing to about 1."""
     probabilities = np.asarray(probabilities, dtype=np.float64)

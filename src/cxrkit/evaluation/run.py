@@ -7,7 +7,6 @@ evaluation, including external ones, reuses them and says so.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -18,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxrkit import __version__
 from cxrkit.errors import CxrkitError
 from cxrkit.evaluation import plots
 from cxrkit.evaluation.bootstrap import bootstrap_intervals
@@ -43,6 +41,8 @@ from cxrkit.evaluation.thresholds import (
     resolve_point_name,
     write_operating_points,
 )
+from cxrkit.run_facts import model_fingerprint
+from cxrkit.version import __version__
 
 logger = logging.getLogger(__name__)
 
@@ -269,15 +269,6 @@ def _guard_outputs(out_dir: Path, run_dir: Path, overwrite: bool) -> None:
     if existing:
         raise CxrkitError(f"{out_dir} already has an evaluation ({existing[0]}); pass --overwrite "
                           "to replace it, or --out DIR to write elsewhere")
-
-
-def model_fingerprint(run_dir: Path) -> str:
-    """sha256 of model.ckpt, so frozen operating points are never used with another model."""
-    digest = hashlib.sha256()
-    with open(run_dir / "model.ckpt", "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _operating_points(predictor, run_split: pd.DataFrame, official: bool,

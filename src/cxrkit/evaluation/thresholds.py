@@ -205,7 +205,7 @@ def load_site_points(run_dir: Path | None, name: str) -> dict:
     if run_dir is None:
         raise CxrkitError(f"--site {name}: site operating points live in a run folder; pass the "
                           "run folder rather than an exported model")
-    from cxrkit.evaluation.run import model_fingerprint
+    from cxrkit.run_facts import model_fingerprint
 
     run_dir = Path(run_dir)
     return site_operating_points(read_operating_points(run_dir), name,

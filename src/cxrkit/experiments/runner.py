@@ -171,15 +171,16 @@ def train_all(variants: list[Variant], jobs: int) -> dict[str, str]:
 
 def train_variant(config: Config) -> str | None:
     """Train one variant, continuing a partial run folder; return an error message or None."""
-    from cxrkit.training.fit import run_dir_for, train
+    from cxrkit.pipeline import train_and_evaluate
+    from cxrkit.training.fit import run_dir_for
 
     run_dir = run_dir_for(config)
     try:
         if list((run_dir / "checkpoints").glob("*.ckpt")):
             clear_evaluation(run_dir)
-            train(resume=run_dir)
+            train_and_evaluate(resume=run_dir)
         else:
-            train(config, overwrite=True)
+            train_and_evaluate(config, overwrite=True)
     except TrainingInterrupted:
         raise
     except Exception as error:  # a failed variant is recorded and the others go on

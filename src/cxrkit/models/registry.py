@@ -127,7 +127,7 @@ def state_dict_from_path(path: Path) -> dict:
         path = path / "model.ckpt"
     if not path.is_file():
         raise CxrkitError(f"model.weights={path}: no such file; give imagenet, none, a state dict or a run")
-    from cxrkit.inference import safe_torch_load
+    from cxrkit.safe_load import safe_torch_load
 
     data = safe_torch_load(path, "model.weights file")
     state = data.get("state_dict", data) if isinstance(data, dict) else None

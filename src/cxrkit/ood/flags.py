@@ -55,20 +55,6 @@ def warning_text(summary: dict) -> str:
     return f"{text} (about 1% is expected for images like the training data)."
 
 
-def ood_flag_rates(run, images: Sequence, batch_size: int = 32) -> dict:
-    """Share of `images` (paths or arrays) flagged by a run folder, model.ckpt or .onnx file.
-
-    Returns flag_summary's dict plus the scores; `run` may also be a loaded predictor.
-    """
-    from cxrkit.inference import load
-
-    predictor = load(run) if isinstance(run, (str, Path)) else run
-    if predictor.ood_threshold is None:
-        raise CxrkitError(f"{run}: no out-of-distribution reference; add one with `cxrkit ood RUN`")
-    _, scores = predictor.predict_with_ood(list(images), batch_size)
-    return {**flag_summary(scores, predictor.ood_threshold), "scores": scores}
-
-
 def probe_images(xray_paths: Sequence[str | Path], n: int = 200, seed: int = 0
                  ) -> list[tuple[str, np.ndarray]]:
     """`n` images a chest X-ray model must flag: (kind, uint8 grey image) pairs.

@@ -30,14 +30,13 @@ training time, so the combination is the validation-normalised mean instead.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
 from cxrkit.errors import CxrkitError
-from cxrkit.ood.flags import OOD_FORMAT, reference_summary
+from cxrkit.ood.flags import OOD_FORMAT
 
 METHOD = ("Mahalanobis distance (Lee et al. 2018) on a 4x4 thumbnail of the input, the features "
           "of every spatial stage averaged per image quadrant, and the penultimate features; "
@@ -248,60 +247,3 @@ def _layer_distances(scorer: OodScorer, images: np.ndarray, to_input, batch_size
         _, features = scorer.features(batch.to(device))
         parts.append(scorer.layer_distances(features).cpu().numpy().astype(np.float64))
     return np.concatenate(parts)
-
-
-def add_reference(run_dir: str | Path, overwrite: bool = False, batch_size: int = 64) -> dict:
-    """Compute the OOD reference of an existing run from its split.csv and store it in model.ckpt.
-
-    The weights are unchanged, so a frozen operating_points.json of this model is re-stamped
-    with the new file's fingerprint. Returns the reference summary.
-    """
-    import json
-
-    import pandas as pd
-
-    from cxrkit.data.preprocess import normalise
-    from cxrkit.evaluation.run import model_fingerprint
-    from cxrkit.inference import load_torch_predictor, read_checkpoint, resolve_checkpoint
-
-    path = resolve_checkpoint(run_dir)
-    run_dir = path.parent
-    checkpoint = read_checkpoint(path)
-    if checkpoint.get("ood") is not None and not overwrite:
-        raise CxrkitError(f"{path} already has an out-of-distribution reference; pass --overwrite "
-                          "to recompute it")
-    split_file = run_dir / "split.csv"
-    if not split_file.is_file():
-        raise CxrkitError(f"{split_file}: missing; the reference is computed from the run's train "
-                          "and val images")
-    table = pd.read_csv(split_file, dtype=str, keep_default_na=False)
-    predictor = load_torch_predictor(path)
-    classes = {name: index for index, name in enumerate(predictor.classes)}
-    prepared = {}
-    for split in ("train", "val"):
-        rows = table[table["split"] == split]
-        images, labels = [], []
-        for image_path, label in zip(rows["path"], rows["label"], strict=True):
-            try:
-                images.append(predictor.prepare(image_path))
-                labels.append(classes[label])
-            except (CxrkitError, KeyError):
-                continue
-        if not images:
-            raise CxrkitError(f"{split_file}: no readable {split} images; the reference needs them")
-        prepared[split] = (np.stack(images), np.asarray(labels))
-    reference = fit_reference(predictor.model, *prepared["train"], prepared["val"][0],
-                              lambda batch: normalise(batch, predictor.preprocessing),
-                              batch_size=batch_size)
-    old_fingerprint = model_fingerprint(run_dir)
-    checkpoint["ood"] = reference
-    temporary = path.with_name(f".{path.name}.tmp")
-    torch.save(checkpoint, temporary)
-    temporary.replace(path)
-    points_path = run_dir / "operating_points.json"
-    if points_path.is_file():
-        points = json.loads(points_path.read_text())
-        if points.get("model_sha256") == old_fingerprint:
-            points["model_sha256"] = model_fingerprint(run_dir)
-            points_path.write_text(json.dumps(points, indent=2) + "\n")
-    return reference_summary(reference)

@@ -10,10 +10,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from cxrkit import __version__
 from cxrkit.serve.api import MAX_IMAGES_PER_REQUEST, OPEN_PATHS, PREFIX, build_router, token_matches
 from cxrkit.serve.decode import DEFAULT_MAX_PIXELS
 from cxrkit.serve.model import DEFAULT_CONCURRENT_DECODES, ServedModel, copy_examples, load_served_model
+from cxrkit.version import __version__
 
 DEFAULT_MAX_UPLOAD_MB = 20
 DRAIN_LIMIT_BYTES = 64 << 20

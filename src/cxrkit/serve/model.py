@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from cxrkit.data.io import check_pixel_count, is_image_file
+from cxrkit.data.io import is_image_file
+from cxrkit.data.pixels import check_pixel_count
 from cxrkit.errors import CxrkitError
 from cxrkit.ood.flags import reference_summary
 from cxrkit.serve.decode import DEFAULT_MAX_PIXELS
@@ -184,8 +185,8 @@ def load_served_model(path: str | Path, examples: str | Path | None = None,
                       site: str | None = None) -> ServedModel:
     """Load a run folder, model.ckpt or exported .onnx file for serving; `site` names a site
     operating point of the run (made by `cxrkit calibrate --select`) to decide at."""
-    from cxrkit.export import frozen_operating_point, read_run_json, run_model_id
-    from cxrkit.inference import load
+    from cxrkit.loader import load
+    from cxrkit.run_facts import frozen_operating_point, read_run_json, run_model_id
 
     path = Path(path).expanduser()
     predictor = load(path)

@@ -1,8 +1,8 @@
 """Train a classifier end to end and write its run folder.
 
 Straight-line orchestration: manifest -> split -> cache -> datasets -> model -> Trainer.fit
--> model.ckpt -> evaluation. Lightning owns the loop, precision, accumulation, checkpoints
-and devices; this module only wires them.
+-> model.ckpt. Lightning owns the loop, precision, accumulation, checkpoints and devices; this
+module only wires them. Evaluation is not training's job: `cxrkit.pipeline` chains it after.
 """
 
 from __future__ import annotations
@@ -31,9 +31,10 @@ from cxrkit.data.splits import assign_splits_cached, merge_groups, read_split_fi
 from cxrkit.data.transforms import train_augmentation
 from cxrkit.data.validation import check_training_classes
 from cxrkit.errors import CxrkitError, TrainingInterrupted
-from cxrkit.inference import CHECKPOINT_FORMAT, CHECKPOINT_NAME, safe_torch_load
+from cxrkit.inference import CHECKPOINT_FORMAT, CHECKPOINT_NAME
 from cxrkit.models import build_model, count_parameters
 from cxrkit.models.registry import state_dict_from_path
+from cxrkit.safe_load import safe_torch_load
 from cxrkit.training.callbacks import SaveOnInterrupt, StartupTime, Throughput, WallClock, epoch_progress_bar
 from cxrkit.training.curves import merge_epoch_logs, plot_training_curves
 from cxrkit.training.precision import resolve_precision
@@ -286,7 +287,8 @@ def train(config: Config | str | None = None, *, callbacks: Sequence = (), use_t
           **overrides) -> Path:
     """Train per `config` (a Config, or a recipe name plus dotted overrides); return the run folder.
 
-    `use_test=False` never decodes, predicts or evaluates the test split (used by tuning).
+    `use_test=False` never decodes or predicts the test split (used by tuning); evaluating the
+    run is `cxrkit.pipeline.train_and_evaluate`'s job (what `cxrkit.train` and the CLI call).
     `resume` continues an interrupted run folder from its last checkpoint. `progress(stage,
     done, total)` follows the image cache (see `cxrkit.data.cache`). Under DDP every rank
     runs this function; only rank 0 writes the run folder.
@@ -408,8 +410,6 @@ def train(config: Config | str | None = None, *, callbacks: Sequence = (), use_t
     (run_dir / "training.json").write_text(json.dumps(info, indent=2))
     merge_epoch_logs(run_dir / "logs", run_dir / "metrics.csv")
     plot_training_curves(run_dir / "metrics.csv", run_dir / "training_curves.png")
-    if use_test:
-        _evaluate(run_dir)
     return run_dir
 
 
@@ -523,10 +523,3 @@ def _write_skipped(run_dir: Path, failures: dict[str, str], ignored: list[str]) 
         log.warning("skipped %d file(s) that could not be used; listed in %s", len(rows),
                     run_dir / "skipped.csv")
 
-
-def _evaluate(run_dir: Path) -> None:
-    try:
-        from cxrkit.evaluation import evaluate_run
-    except ImportError:
-        return
-    evaluate_run(run_dir, overwrite=True)

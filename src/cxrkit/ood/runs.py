@@ -1,0 +1,88 @@
+"""The out-of-distribution reference of a run folder: add one to an existing run, and measure how
+many images a run (or exported model) flags.
+
+Above both runtimes and `cxrkit.ood.reference`: the Predictor imports the reference and the
+flags, never this module. torch is imported only by `add_reference`, so the ONNX path that
+imports `cxrkit.ood` stays torch-free.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cxrkit.errors import CxrkitError
+from cxrkit.inference import load_torch_predictor, read_checkpoint, resolve_checkpoint
+from cxrkit.loader import load
+from cxrkit.ood.flags import flag_summary, reference_summary
+from cxrkit.run_facts import model_fingerprint
+
+
+def ood_flag_rates(run, images: Sequence, batch_size: int = 32) -> dict:
+    """Share of `images` (paths or arrays) flagged by a run folder, model.ckpt or .onnx file.
+
+    Returns flag_summary's dict plus the scores; `run` may also be a loaded predictor.
+    """
+    predictor = load(run) if isinstance(run, (str, Path)) else run
+    if predictor.ood_threshold is None:
+        raise CxrkitError(f"{run}: no out-of-distribution reference; add one with `cxrkit ood RUN`")
+    _, scores = predictor.predict_with_ood(list(images), batch_size)
+    return {**flag_summary(scores, predictor.ood_threshold), "scores": scores}
+
+
+def add_reference(run_dir: str | Path, overwrite: bool = False, batch_size: int = 64) -> dict:
+    """Compute the OOD reference of an existing run from its split.csv and store it in model.ckpt.
+
+    The weights are unchanged, so a frozen operating_points.json of this model is re-stamped
+    with the new file's fingerprint. Returns the reference summary.
+    """
+    import torch
+
+    from cxrkit.data.preprocess import normalise
+    from cxrkit.ood.reference import fit_reference
+
+    path = resolve_checkpoint(run_dir)
+    run_dir = path.parent
+    checkpoint = read_checkpoint(path)
+    if checkpoint.get("ood") is not None and not overwrite:
+        raise CxrkitError(f"{path} already has an out-of-distribution reference; pass --overwrite "
+                          "to recompute it")
+    split_file = run_dir / "split.csv"
+    if not split_file.is_file():
+        raise CxrkitError(f"{split_file}: missing; the reference is computed from the run's train "
+                          "and val images")
+    table = pd.read_csv(split_file, dtype=str, keep_default_na=False)
+    predictor = load_torch_predictor(path)
+    classes = {name: index for index, name in enumerate(predictor.classes)}
+    prepared = {}
+    for split in ("train", "val"):
+        rows = table[table["split"] == split]
+        images, labels = [], []
+        for image_path, label in zip(rows["path"], rows["label"], strict=True):
+            try:
+                images.append(predictor.prepare(image_path))
+                labels.append(classes[label])
+            except (CxrkitError, KeyError):
+                continue
+        if not images:
+            raise CxrkitError(f"{split_file}: no readable {split} images; the reference needs them")
+        prepared[split] = (np.stack(images), np.asarray(labels))
+    reference = fit_reference(predictor.model, *prepared["train"], prepared["val"][0],
+                              lambda batch: normalise(batch, predictor.preprocessing),
+                              batch_size=batch_size)
+    old_fingerprint = model_fingerprint(run_dir)
+    checkpoint["ood"] = reference
+    temporary = path.with_name(f".{path.name}.tmp")
+    torch.save(checkpoint, temporary)
+    temporary.replace(path)
+    points_path = run_dir / "operating_points.json"
+    if points_path.is_file():
+        points = json.loads(points_path.read_text())
+        if points.get("model_sha256") == old_fingerprint:
+            points["model_sha256"] = model_fingerprint(run_dir)
+            points_path.write_text(json.dumps(points, indent=2) + "\n")
+    return reference_summary(reference)
