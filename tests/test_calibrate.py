@@ -12,7 +12,7 @@ import torch
 
 from conftest import write_image
 from cxrkit.cli import main
-from cxrkit.deployment.calibrate import calibrate_site, parse_selection
+from cxrkit.deployment.calibrate import SiteAnalysis, calibrate_site, parse_selection
 from cxrkit.deployment.tables import programme_figures, threshold_table, who_rows
 from cxrkit.errors import CxrkitError
 from cxrkit.evaluation.bootstrap import bootstrap_threshold_rates, resample_weights, weighted_auc
@@ -106,8 +106,8 @@ def test_bad_selection_rules(text):
 
 def test_calibrate_freezes_site_point_checked_on_held_out_part(run_and_site, tmp_path, capsys):
     run, site = run_and_site
-    result = calibrate_site(run, site, site="clinic", prevalence=0.1, cost_test=5, by=["site"],
-                            select="sensitivity>=0.90", n_bootstrap=200)
+    result = calibrate_site(run, site, site="clinic", analysis=SiteAnalysis(
+        select="sensitivity>=0.90", prevalence=0.1, cost_test=5, by=("site",), n_bootstrap=200))
     scores = pd.read_csv(run / "sites" / "clinic" / "scores.csv")
     patients = pd.read_csv(site).assign(path=lambda t: [str((site.parent / p).resolve())
                                                         for p in t["path"]])
@@ -146,7 +146,7 @@ def test_calibrate_freezes_site_point_checked_on_held_out_part(run_and_site, tmp
     assert (predictions["operating_point"] == "site:clinic").all()
 
     with pytest.raises(CxrkitError, match="already has a site operating point"):
-        calibrate_site(run, site, site="clinic", select="youden", n_bootstrap=200)
+        calibrate_site(run, site, site="clinic", analysis=SiteAnalysis(select="youden", n_bootstrap=200))
     state = torch.load(run / "model.ckpt", weights_only=True)
     state["info"]["retrained"] = True
     torch.save(state, run / "model.ckpt")
@@ -157,7 +157,7 @@ def test_calibrate_freezes_site_point_checked_on_held_out_part(run_and_site, tmp
 
 def test_too_few_site_images_warn_that_the_ci_does_not_exclude_the_target(tmp_path: Path):
     run, site = make_run(tmp_path), site_csv(tmp_path, per_class=10, patients=False)
-    result = calibrate_site(run, site, select="sensitivity>=0.95", n_bootstrap=200)
+    result = calibrate_site(run, site, analysis=SiteAnalysis(select="sensitivity>=0.95", n_bootstrap=200))
     check = result["site_point"]["check"]
     assert check["n_positive"] == 5 and check["sensitivity_ci95"][0] < 0.95
     assert any("does not exclude" in w or "misses the target" in w for w in result["warnings"])

@@ -20,8 +20,8 @@ from cxrkit.evaluation import evaluate_run
 from cxrkit.evaluation.bootstrap import bootstrap_intervals, resample_weights, weighted_auc
 from cxrkit.evaluation.calibration import apply_temperature, fit_temperature
 from cxrkit.evaluation.external import match_classes
-from cxrkit.evaluation.run import collapsed_interval_notes, is_tuberculosis
-from cxrkit.evaluation.thresholds import choose_thresholds, positive_class_index
+from cxrkit.evaluation.run import collapsed_interval_notes
+from cxrkit.evaluation.thresholds import choose_thresholds, is_tuberculosis, positive_class_index
 from cxrkit.inference import CHECKPOINT_FORMAT
 from cxrkit.models import build_model
 

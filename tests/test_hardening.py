@@ -331,9 +331,9 @@ def png_bytes(value: int = 120, size: int = 40) -> bytes:
 
 def test_images_per_request_and_concurrent_decodes_are_capped(tmp_path, monkeypatch):
     import cxrkit.serve.api as api
-    from cxrkit.serve.app import build_app
+    from cxrkit.serve.app import Limits, build_app
 
-    app = build_app(make_run(tmp_path / "run"), max_images=3, concurrent_decodes=2)
+    app = build_app(make_run(tmp_path / "run"), limits=Limits(max_images=3, concurrent_decodes=2))
     client = TestClient(app)
     files = [("images", (f"{i}.png", png_bytes(), "image/png")) for i in range(4)]
     response = client.post("/api/v1/predict", files=files)

@@ -18,7 +18,7 @@ import pytest
 import cxrkit
 from conftest import write_image
 from cxrkit.cli import main
-from cxrkit.deployment.calibrate import calibrate_site
+from cxrkit.deployment.calibrate import SiteAnalysis, calibrate_site
 from cxrkit.deployment.monitor import psi
 from cxrkit.deployment.request_log import RequestLog
 from test_calibrate import site_csv
@@ -32,7 +32,8 @@ def calibrated(tmp_path_factory) -> dict:
     """A run calibrated at site 'clinic' (200 images), and 100 images of another site."""
     root = tmp_path_factory.mktemp("monitor")
     run, site = make_run(root), site_csv(root, per_class=100)
-    result = calibrate_site(run, site, site="clinic", select="sensitivity>=0.90", n_bootstrap=200)
+    result = calibrate_site(run, site, site="clinic",
+                            analysis=SiteAnalysis(select="sensitivity>=0.90", n_bootstrap=200))
     other = [write_image(root / "other" / f"o_{i:03d}.png", 200 + i % 50, size=48)
              for i in range(100)]
     table = pd.read_csv(site)

@@ -18,7 +18,7 @@ from cxrkit.cli import main
 from cxrkit.errors import CxrkitError
 from cxrkit.export import export_model
 from cxrkit.serve.api import MAX_IMAGES_PER_REQUEST
-from cxrkit.serve.app import build_app
+from cxrkit.serve.app import Limits, build_app
 from cxrkit.serve.model import load_served_model
 from test_export import make_run
 
@@ -42,7 +42,7 @@ def run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def client(run: Path) -> TestClient:
-    return TestClient(build_app(run, max_upload_mb=MAX_UPLOAD_MB))
+    return TestClient(build_app(run, limits=Limits(max_upload_mb=MAX_UPLOAD_MB)))
 
 
 def test_health_and_model_card(client: TestClient, run: Path):

@@ -17,7 +17,7 @@ import pytest
 import uvicorn
 
 from conftest import write_image
-from cxrkit.serve.app import build_app
+from cxrkit.serve.app import Limits, build_app
 from test_export import make_run
 
 BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_serve_load.py"
@@ -51,7 +51,7 @@ def serving(app):
 @pytest.fixture
 def server_url(tmp_path: Path):
     app = build_app(make_run(tmp_path / "run", threshold=0.5),
-                    max_upload_mb=load_benchmark().MAX_UPLOAD_MB)
+                    limits=Limits(max_upload_mb=load_benchmark().MAX_UPLOAD_MB))
     with serving(app) as url:
         yield url
 

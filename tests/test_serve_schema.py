@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from cxrkit.serve.app import build_app
+from cxrkit.serve.app import Limits, build_app
 from test_export import make_run
 
 EXAMPLES = 30
@@ -57,7 +57,7 @@ def run(tmp_path_factory):
 
 
 def test_valid_requests_succeed_and_match_the_spec(run):
-    schema = schemathesis.openapi.from_asgi("/openapi.json", build_app(run, max_upload_mb=4))
+    schema = schemathesis.openapi.from_asgi("/openapi.json", build_app(run, limits=Limits(max_upload_mb=4)))
     cases = st.builds(with_images, schema.as_strategy(schemathesis.GenerationMode.POSITIVE),
                       st.lists(image_files(), min_size=1, max_size=3))
     statuses = []
@@ -76,7 +76,7 @@ def test_valid_requests_succeed_and_match_the_spec(run):
 
 def test_invalid_requests_get_documented_4xx_never_5xx(run):
     schema = schemathesis.openapi.from_asgi("/openapi.json",
-                                            build_app(run, token=TOKEN, max_upload_mb=1))
+                                            build_app(run, token=TOKEN, limits=Limits(max_upload_mb=1)))
     statuses = []
 
     @given(case=schema.as_strategy(schemathesis.GenerationMode.NEGATIVE))

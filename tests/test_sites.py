@@ -130,7 +130,7 @@ def test_per_site_metrics_match_whole_set_metrics_and_explain_a_one_class_site()
     probabilities = np.column_stack([1 - scores, scores])
     y_pred = (scores >= 0.5).astype(int)
     classes = ["Normal", "Tuberculosis"]
-    block = per_site_metrics(sites, y_true, probabilities, y_pred, classes, 1, 200, 0, tb_target=True)
+    block = per_site_metrics(sites, y_true, probabilities, y_pred, classes, 1, 200, 0)
     a = block["sites"]["A"]
     expected = compute_metrics(y_true[:60], probabilities[:60], y_pred[:60], classes, 1)
     assert a["roc_auc"] == pytest.approx(expected["roc_auc"])

@@ -12,7 +12,7 @@ from pydicom.uid import generate_uid
 
 import cxrkit
 from cxrkit.cli import main
-from cxrkit.deployment.calibrate import calibrate_site
+from cxrkit.deployment.calibrate import SiteAnalysis, calibrate_site
 from cxrkit.run_facts import run_model_id
 from test_calibrate import site_csv
 from test_dicom import chest_like, write_dicom
@@ -25,7 +25,7 @@ fhir = pytest.importorskip("fhir.resources.R4B", reason="pip install 'cxrkit[fhi
 def site_run(tmp_path_factory) -> tuple[Path, Path, float]:
     root = tmp_path_factory.mktemp("standards")
     run, site = make_run(root), site_csv(root)
-    point = calibrate_site(run, site, site="clinic", select="youden", n_bootstrap=200)
+    point = calibrate_site(run, site, site="clinic", analysis=SiteAnalysis(select="youden", n_bootstrap=200))
     return run, site, point["site_point"]["threshold"]
 
 

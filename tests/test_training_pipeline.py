@@ -16,6 +16,7 @@ from cxrkit.cli import main
 from cxrkit.config import TrainConfig, build_config
 from cxrkit.data import datamodule
 from cxrkit.data.datamodule import CachedDataModule, CachedImageDataset, loader_settings
+from cxrkit.data.preprocess import Preprocessing
 from cxrkit.models import build_model
 from cxrkit.training.module import Classifier
 
@@ -93,11 +94,12 @@ def test_workers_flag_takes_auto_or_a_count_and_refuses_anything_else(tiny_folde
 def test_compile_option_compiles_the_model_in_place_keeping_its_state_dict_keys():
     plain = build_model("baseline_cnn", num_classes=2, in_channels=1, width=4, depth=2)
     keys = set(plain.state_dict())
-    module = Classifier(plain, 2, TrainConfig(compile=True), (0.5,), (0.25,), 1)
+    grey = Preprocessing(channels=1, mean=(0.5,), std=(0.25,))
+    module = Classifier(plain, 2, TrainConfig(compile=True), grey)
     assert module.model._compiled_call_impl is not None
     assert set(module.model.state_dict()) == keys
     eager = Classifier(build_model("baseline_cnn", num_classes=2, in_channels=1, width=4, depth=2), 2,
-                       TrainConfig(), (0.5,), (0.25,), 1)
+                       TrainConfig(), grey)
     assert eager.model._compiled_call_impl is None
 
 

@@ -48,13 +48,14 @@ def register(subparsers) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     from cxrkit.data.sources import parse_class_map
-    from cxrkit.deployment.calibrate import calibrate_site
+    from cxrkit.deployment.calibrate import SiteAnalysis, calibrate_site
 
-    result = calibrate_site(
-        args.run, args.data, site=args.site, prevalence=args.prevalence, cost_test=args.cost_test,
-        by=args.by, select=args.select, out_dir=args.out, check_fraction=args.check_fraction,
-        class_map=parse_class_map(args.class_map), n_bootstrap=args.bootstrap, seed=args.seed,
-        overwrite=args.overwrite, batch_size=args.batch_size)
+    analysis = SiteAnalysis(select=args.select, prevalence=args.prevalence, cost_test=args.cost_test,
+                            by=tuple(args.by or ()), check_fraction=args.check_fraction,
+                            n_bootstrap=args.bootstrap, seed=args.seed)
+    result = calibrate_site(args.run, args.data, site=args.site, analysis=analysis,
+                            class_map=parse_class_map(args.class_map), out_dir=args.out,
+                            overwrite=args.overwrite, batch_size=args.batch_size)
     print(summary_text(result))
     return 0
 

@@ -89,7 +89,7 @@ def summary_lines(report: dict) -> list[str]:
 def run_audit(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from cxrkit.data.audit import audit_dataset
+    from cxrkit.data.audit import ImageReading, audit_dataset
 
     out = Path(args.out) if args.out else _default_out(args.data)
     with tqdm(desc="reading images", unit="img", disable=None, leave=False) as bar:
@@ -101,8 +101,8 @@ def run_audit(args: argparse.Namespace) -> int:
         report = audit_dataset(args.data, split_file=args.split_file, against=args.against,
                                group_pattern=args.group_pattern,
                                max_distance=args.max_distance, out_dir=out,
-                               overwrite=args.overwrite, workers=args.workers,
-                               progress=progress)
+                               overwrite=args.overwrite,
+                               reading=ImageReading(workers=args.workers, progress=progress))
     for line in summary_lines(report):
         print(line)
     print(f"report: {out / report['outputs']['html']} ({report['seconds']} s)")

@@ -59,11 +59,12 @@ def handler(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from cxrkit.serve.app import build_app
+    from cxrkit.serve.app import Limits, build_app
 
-    app = build_app(args.model, token=token, max_upload_mb=args.max_upload_mb,
-                    examples=args.examples, max_images=args.max_images, max_pixels=args.max_pixels,
-                    concurrent_decodes=args.max_decodes, site=args.site, log=args.log)
+    limits = Limits(max_upload_mb=args.max_upload_mb, max_images=args.max_images,
+                    max_pixels=args.max_pixels, concurrent_decodes=args.max_decodes)
+    app = build_app(args.model, token=token, limits=limits, examples=args.examples, site=args.site,
+                    log=args.log)
     if args.host not in LOOPBACK and token is None:
         print(f"warning: serving on {args.host} without a token: anyone who can reach this "
               f"address can use the model; set --token or {TOKEN_VARIABLE}")

@@ -16,6 +16,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -308,6 +309,15 @@ def _duplicates_report(table: pd.DataFrame, records: list[dict], max_distance: i
     }
 
 
+@dataclass(frozen=True)
+class ImageReading:
+    """How the audit reads images: in `workers` threads (None: one per core), calling
+    `progress(done, total)` as files are read."""
+
+    workers: int | None = None
+    progress: Callable[[int, int], None] | None = None
+
+
 def audit_dataset(
     source: str | Path,
     split_file: str | Path | None = None,
@@ -316,8 +326,7 @@ def audit_dataset(
     max_distance: int = 4,
     out_dir: str | Path | None = None,
     overwrite: bool = False,
-    workers: int | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    reading: ImageReading = ImageReading(),
 ) -> dict:
     """Audit a dataset (any `--data` source); returns the report and writes it to out_dir."""
     if not 0 <= max_distance <= 32:
@@ -329,7 +338,7 @@ def audit_dataset(
         check_output_folder(out_dir, overwrite)
     started = time.perf_counter()
     manifest, ignored, grouping = _load(source, group_pattern, split_file)
-    records = inspect_images(manifest["path"].tolist(), workers=workers, progress=progress)
+    records = inspect_images(manifest["path"].tolist(), workers=reading.workers, progress=reading.progress)
     table = _with_records(manifest, records)
     duplicates = _duplicates_report(table, records, max_distance)
     counts = table["label"].value_counts()
@@ -357,7 +366,7 @@ def audit_dataset(
     leakage = {"duplicates_across_splits": crossing, "patients_across_splits": patients,
                "against": None}
     if against is not None:
-        leakage["against"] = _against(table, records, against, max_distance, workers)
+        leakage["against"] = _against(table, records, against, max_distance, reading.workers)
     leakage["found"] = bool(crossing or (patients and patients["shared_groups"])
                             or (leakage["against"] and leakage["against"]["images_shared"]))
     report["leakage"] = leakage

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -202,14 +203,40 @@ def target_warning(check: dict, rule: str, value: float | None) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class SiteAnalysis:
+    """How site data are analysed; impossible settings are refused when this is made, before
+    any image is read.
+
+    `select` freezes a site operating point by that rule (see SELECT_HELP; None: tables only);
+    `prevalence` is the share of people screened who have the disease (None: the site data's
+    own) and `cost_test` the cost of one confirmatory test, for the programme figures; `by`
+    names columns of the site CSV to break the tables down by; `check_fraction` of the site data
+    is held out to check the chosen threshold; `n_bootstrap` resamples (seeded by `seed`, which
+    also draws the check part) give the 95% CIs.
+    """
+
+    select: str | None = None
+    prevalence: float | None = None
+    cost_test: float | None = None
+    by: tuple[str, ...] = ()
+    check_fraction: float = CHECK_FRACTION
+    n_bootstrap: int = 1000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_options(self.prevalence, self.cost_test, self.check_fraction, self.n_bootstrap)
+        if self.select is not None:
+            parse_selection(self.select)
+        object.__setattr__(self, "by", tuple(self.by or ()))
+
+
 def calibrate_site(run_dir: str | Path, data: str | Path, site: str | None = None,
-                   prevalence: float | None = None, cost_test: float | None = None,
-                   by: list[str] | None = None, select: str | None = None,
-                   out_dir: str | Path | None = None, check_fraction: float = CHECK_FRACTION,
-                   class_map: dict[str, str] | None = None, n_bootstrap: int = 1000,
-                   seed: int = 0, overwrite: bool = False, batch_size: int = 32) -> dict:
-    """Calibrate a run on site data; write tables, calibration.html and (with `select`) the
-    site operating point. Returns the calibration.json document."""
+                   analysis: SiteAnalysis = SiteAnalysis(), class_map: dict[str, str] | None = None,
+                   out_dir: str | Path | None = None, overwrite: bool = False,
+                   batch_size: int = 32) -> dict:
+    """Calibrate a run on site data; write tables, calibration.html and (with `analysis.select`)
+    the site operating point. Returns the calibration.json document."""
     from cxrkit.deployment.tables import threshold_grid, threshold_table, who_rows
     from cxrkit.evaluation.run import _operating_points, predict_table, read_run_split
     from cxrkit.evaluation.thresholds import (
@@ -221,8 +248,8 @@ def calibrate_site(run_dir: str | Path, data: str | Path, site: str | None = Non
     from cxrkit.inference import load_torch_predictor
     from cxrkit.run_facts import model_fingerprint
 
-    by = list(by or [])
-    check_options(prevalence, cost_test, check_fraction, n_bootstrap)
+    by, select, prevalence, cost_test = list(analysis.by), analysis.select, analysis.prevalence, analysis.cost_test
+    check_fraction, n_bootstrap, seed = analysis.check_fraction, analysis.n_bootstrap, analysis.seed
     selection = parse_selection(select) if select is not None else None
     run_dir = Path(run_dir).expanduser()
     site = site or Path(str(data)).stem

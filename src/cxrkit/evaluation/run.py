@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from cxrkit.evaluation.thresholds import (
     WHO_TB_TRIAGE,
     build_operating_points,
     check_point_name,
+    is_tuberculosis,
     predict_at,
     read_operating_points,
     resolve_point_name,
@@ -51,7 +51,7 @@ RUN_OUTPUTS = ("metrics.json", "test_metrics.json", "classification_report.txt",
 GRID_SIZE = 16
 
 
-def evaluate_run(run_dir: str | Path, data: str | Path | None = None, split: str = "test",
+def evaluate_run(run_dir: str | Path, data: str | Path | None = None, split: str = "test",  # noqa: PLR0913
                  class_map: dict[str, str] | None = None, out_dir: str | Path | None = None,
                  n_bootstrap: int = 1000, seed: int = 0, operating_point: str | None = None,
                  target_sensitivity: float | None = None, calibrate: bool = True,
@@ -153,8 +153,7 @@ def evaluate_run(run_dir: str | Path, data: str | Path | None = None, split: str
         document["who_tb_triage"] = _who_check(document)
     if "site" in table.columns:
         document["per_site"] = per_site_metrics(table["site"].to_numpy(), y_true, probabilities,
-                                                y_pred, classes, positive_index, n_bootstrap, seed,
-                                                tb_target)
+                                                y_pred, classes, positive_index, n_bootstrap, seed)
     document["model"] = model_summary(predictor, run_dir)
     figures = make_figures(out_dir / "plots", run_dir, y_true, probabilities, predictions,
                            document["confusion_matrix"], classes, positive_index, points, selected,
@@ -471,11 +470,6 @@ def _calibration(points: dict, y_true: np.ndarray, probabilities: np.ndarray,
     return result
 
 
-def is_tuberculosis(name: str) -> bool:
-    """True for a class named like tuberculosis (the WHO triage target applies to TB only)."""
-    return bool(re.search(r"tubercul|(?<![a-z])tb(?![a-z])", name.lower()))
-
-
 def _who_check(document: dict) -> dict:
     """Does the selected point meet WHO's TB triage target (sens >= 0.90, spec >= 0.70)?"""
     return {"target": WHO_TB_TRIAGE, "operating_point": document["operating_point"]["name"],
@@ -483,7 +477,7 @@ def _who_check(document: dict) -> dict:
                         and document["specificity"] >= WHO_TB_TRIAGE["specificity"])}
 
 
-def _warnings(points, selected, split, external, table, run_split, skipped, y_true,
+def _warnings(points, selected, split, external, table, run_split, skipped, y_true,  # noqa: PLR0913
               classes) -> list:
     warnings = []
     summary = _selected_summary(points, selected, split, external)
@@ -548,7 +542,7 @@ def collapsed_interval_notes(document: dict, y_true: np.ndarray,
     return notes
 
 
-def make_figures(folder: Path, run_dir: Path, y_true, probabilities, predictions, confusion,
+def make_figures(folder: Path, run_dir: Path, y_true, probabilities, predictions, confusion,  # noqa: PLR0913
                  classes, positive_index, points, selected, run_split, table, external,
                  calibrate) -> dict[str, Path]:
     """Every PNG of the report, keyed by section name."""

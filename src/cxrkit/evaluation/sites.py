@@ -11,23 +11,24 @@ import numpy as np
 
 from cxrkit.evaluation.bootstrap import bootstrap_intervals
 from cxrkit.evaluation.metrics import compute_metrics
-from cxrkit.evaluation.thresholds import WHO_TB_TRIAGE
+from cxrkit.evaluation.thresholds import WHO_TB_TRIAGE, is_tuberculosis
 
 SITE_METRICS = ("accuracy", "balanced_accuracy", "roc_auc", "sensitivity", "specificity")
 
 
 def per_site_metrics(sites: np.ndarray, y_true: np.ndarray, probabilities: np.ndarray,
                      y_pred: np.ndarray, classes: list[str], positive_index: int | None,
-                     n_bootstrap: int = 1000, seed: int = 0, tb_target: bool = False) -> dict:
+                     n_bootstrap: int = 1000, seed: int = 0) -> dict:
     """{"sites": {name: entry}, "overall": entry}; each entry has n, counts per class, the
-    metrics, `confidence_intervals` (95% bootstrap), and `note` when a metric is undefined."""
+    metrics, `confidence_intervals` (95% bootstrap), and `note` when a metric is undefined;
+    a tuberculosis run's entries say whether they meet the WHO triage target."""
     sites = np.asarray(sites).astype(str)
     y_true, y_pred = np.asarray(y_true, dtype=int), np.asarray(y_pred, dtype=int)
     probabilities = np.asarray(probabilities, dtype=np.float64)
 
     def entry(mask: np.ndarray) -> dict:
         return site_metrics(y_true[mask], probabilities[mask], y_pred[mask], classes,
-                            positive_index, n_bootstrap, seed, tb_target)
+                            positive_index, n_bootstrap, seed)
 
     names = list(dict.fromkeys(sites))
     return {"sites": {name: entry(sites == name) for name in names},
@@ -35,8 +36,7 @@ def per_site_metrics(sites: np.ndarray, y_true: np.ndarray, probabilities: np.nd
 
 
 def site_metrics(y_true: np.ndarray, probabilities: np.ndarray, y_pred: np.ndarray,
-                 classes: list[str], positive_index: int | None, n_bootstrap: int, seed: int,
-                 tb_target: bool = False) -> dict:
+                 classes: list[str], positive_index: int | None, n_bootstrap: int, seed: int) -> dict:
     """The metrics of one site; ROC-AUC (and the rate of an absent class) is None when undefined."""
     present = sorted(set(y_true.tolist()))
     result: dict = {"n": int(len(y_true)),
@@ -61,7 +61,7 @@ def site_metrics(y_true: np.ndarray, probabilities: np.ndarray, y_pred: np.ndarr
                                     n_bootstrap, seed)
     result["confidence_intervals"] = {name: intervals.get(name) for name in SITE_METRICS
                                       if name in intervals}
-    if tb_target and positive_index is not None:
+    if positive_index is not None and is_tuberculosis(classes[positive_index]):
         sensitivity, specificity = result.get("sensitivity"), result.get("specificity")
         result["who_tb_triage_met"] = (None if sensitivity is None or specificity is None else
                                        bool(sensitivity >= WHO_TB_TRIAGE["sensitivity"]

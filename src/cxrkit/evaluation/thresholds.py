@@ -29,6 +29,11 @@ WHO_TB_TRIAGE = {"sensitivity": 0.90, "specificity": 0.70}
 _NEGATIVE_NAME = re.compile(r"(?<![a-z])(normal|healthy|negative|no[ _-]?finding)(?![a-z])")
 
 
+def is_tuberculosis(name: str) -> bool:
+    """True for a class named like tuberculosis (the WHO triage target applies to TB only)."""
+    return bool(re.search(r"tubercul|(?<![a-z])tb(?![a-z])", name.lower()))
+
+
 def positive_class_index(classes: list[str]) -> int | None:
     """Index of the disease class of a binary run (the one not named like 'normal', else 1)."""
     if len(classes) != 2:

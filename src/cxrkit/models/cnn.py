@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from torch import nn
 
 from cxrkit.errors import CxrkitError
@@ -54,41 +56,49 @@ class FiveBlockCNN(nn.Module):
         return self.classifier(self.pool(self.features(x)))
 
 
-class BaselineCNN(nn.Module):
-    """Seed 003: `depth` conv blocks, widths doubling from `width`, configurable conv and pooling."""
+@dataclass(frozen=True)
+class ConvBlocks:
+    """BaselineCNN's conv stack: `depth` blocks of conv, BatchNorm, ReLU and pooling, widths
+    doubling from `width` (at most 16x); `padding` is same, valid or a number of pixels."""
 
-    def __init__(
-        self,
-        num_classes: int,
-        in_channels: int = 1,
-        width: int = 32,
-        depth: int = 4,
-        kernel_size: int = 3,
-        stride: int = 1,
-        padding: str | int = "same",
-        pooling: str = "max",
-        dropout: float = 0.3,
-    ):
+    width: int = 32
+    depth: int = 4
+    kernel_size: int = 3
+    stride: int = 1
+    padding: str | int = "same"
+    pooling: str = "max"
+
+    def __post_init__(self) -> None:
+        if self.pooling not in ("max", "avg"):
+            raise CxrkitError(f"model.pooling={self.pooling!r}: choose max or avg")
+        if not (self.padding in ("same", "valid") or (isinstance(self.padding, int) and self.padding >= 0)):
+            raise CxrkitError(f"model.padding={self.padding!r}: choose same, valid or a non-negative integer")
+
+    @property
+    def pad(self) -> int:
+        """Pixels of padding on each side."""
+        if self.padding == "same":
+            return self.kernel_size // 2
+        return 0 if self.padding == "valid" else int(self.padding)
+
+
+class BaselineCNN(nn.Module):
+    """Seed 003: `blocks` (see ConvBlocks), then global average pooling, dropout and a linear head."""
+
+    def __init__(self, num_classes: int, in_channels: int = 1, blocks: ConvBlocks | None = None,
+                 dropout: float = 0.3):
         super().__init__()
-        if pooling not in ("max", "avg"):
-            raise CxrkitError(f"model.pooling={pooling!r}: choose max or avg")
-        if padding == "same":
-            pad = kernel_size // 2
-        elif padding == "valid":
-            pad = 0
-        elif isinstance(padding, int) and padding >= 0:
-            pad = padding
-        else:
-            raise CxrkitError(f"model.padding={padding!r}: choose same, valid or a non-negative integer")
+        blocks = blocks or ConvBlocks()
         layers: list[nn.Module] = []
         previous = in_channels
-        for index in range(depth):
-            channels = width * 2 ** min(index, 4)
+        for index in range(blocks.depth):
+            channels = blocks.width * 2 ** min(index, 4)
             layers += [
-                nn.Conv2d(previous, channels, kernel_size, stride=stride, padding=pad, bias=False),
+                nn.Conv2d(previous, channels, blocks.kernel_size, stride=blocks.stride, padding=blocks.pad,
+                          bias=False),
                 nn.BatchNorm2d(channels),
                 nn.ReLU(inplace=True),
-                nn.MaxPool2d(2) if pooling == "max" else nn.AvgPool2d(2),
+                nn.MaxPool2d(2) if blocks.pooling == "max" else nn.AvgPool2d(2),
             ]
             previous = channels
         self.features = nn.Sequential(*layers)

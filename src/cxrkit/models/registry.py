@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from cxrkit.errors import CxrkitError
-from cxrkit.models.cnn import BaselineCNN, FiveBlockCNN
+from cxrkit.models.cnn import BaselineCNN, ConvBlocks, FiveBlockCNN
 
 
 @dataclass(frozen=True)
@@ -55,8 +55,8 @@ MODELS: dict[str, ModelSpec] = {
     "cnn5": ModelSpec(lambda num_classes, in_channels=3, dropout=0.5, **_: FiveBlockCNN(
         num_classes, in_channels, dropout), "classifier", "features", None,
         "seed 002's 5-block CNN (BN, dropout, Kaiming init)"),
-    "baseline_cnn": ModelSpec(lambda num_classes, in_channels=1, **kwargs: BaselineCNN(
-        num_classes, in_channels, **kwargs), "classifier", "features", None,
+    "baseline_cnn": ModelSpec(lambda num_classes, in_channels=1, dropout=0.3, **blocks: BaselineCNN(
+        num_classes, in_channels, ConvBlocks(**blocks), dropout), "classifier", "features", None,
         "seed 003's configurable CNN (width, depth, kernel, stride, padding, pooling)"),
 }
 CNN_OPTIONS = ("width", "depth", "kernel_size", "stride", "padding", "pooling", "dropout")

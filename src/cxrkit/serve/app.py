@@ -8,6 +8,7 @@ import logging
 import secrets
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from cxrkit.serve.api import MAX_IMAGES_PER_REQUEST, OPEN_PATHS, PREFIX, build_router, token_matches
@@ -92,26 +93,32 @@ async def _json_error(send, status: int, detail: str, headers: list | None = Non
     await send({"type": "http.response.body", "body": body})
 
 
-def build_app(model_path: str | Path, token: str | None = None,
-              max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, examples: str | Path | None = None,
-              max_images: int = MAX_IMAGES_PER_REQUEST, max_pixels: int = DEFAULT_MAX_PIXELS,
-              concurrent_decodes: int = DEFAULT_CONCURRENT_DECODES, site: str | None = None,
-              log: str | None = None):
+@dataclass(frozen=True)
+class Limits:
+    """What the server accepts: MB per request body, images per request, pixels per image (checked
+    before decoding) and images decoded at once."""
+
+    max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB
+    max_images: int = MAX_IMAGES_PER_REQUEST
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    concurrent_decodes: int = DEFAULT_CONCURRENT_DECODES
+
+
+def build_app(model_path: str | Path, token: str | None = None, limits: Limits = Limits(),
+              examples: str | Path | None = None, site: str | None = None, log: str | None = None):
     """The FastAPI app serving `model_path` (run folder, model.ckpt or .onnx) on one port;
     `site` decides at that site operating point of the run; `log` records every scored image
     in that request log (SQLite path or database URL)."""
     served = load_served_model(model_path, examples, site)
-    served.limit_decoding(max_pixels, concurrent_decodes)
+    served.limit_decoding(limits.max_pixels, limits.concurrent_decodes)
     if log is not None:
         from cxrkit.deployment.request_log import RequestLog
 
         served.request_log = RequestLog(log)
-    return build_served_app(served, token, max_upload_mb, max_images)
+    return build_served_app(served, token, limits)
 
 
-def build_served_app(served: ServedModel, token: str | None = None,
-                     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
-                     max_images: int = MAX_IMAGES_PER_REQUEST):
+def build_served_app(served: ServedModel, token: str | None = None, limits: Limits = Limits()):
     """The FastAPI app for an already loaded model; without Gradio (the `ui` extra), API only."""
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
@@ -121,7 +128,7 @@ def build_served_app(served: ServedModel, token: str | None = None,
         title="cxrkit", version=__version__,
         description=f"Chest X-ray classifier `{served.model_id}` ({', '.join(served.classes)}). "
                     "Not for clinical use.")
-    app.include_router(build_router(served, token, max_images))
+    app.include_router(build_router(served, token, limits.max_images))
     app.state.served = served
 
     @app.exception_handler(RequestValidationError)
@@ -134,7 +141,8 @@ def build_served_app(served: ServedModel, token: str | None = None,
         return JSONResponse({"detail": f"internal error ({type(error).__name__}); see the "
                                        "server log"}, status_code=500)
 
-    app.add_middleware(BodyLimit, max_bytes=int(max_upload_mb * (1 << 20)), token=token)
+    max_bytes = int(limits.max_upload_mb * (1 << 20))
+    app.add_middleware(BodyLimit, max_bytes=max_bytes, token=token)
     try:
         import gradio as gr
     except ModuleNotFoundError:
@@ -159,7 +167,7 @@ def build_served_app(served: ServedModel, token: str | None = None,
         app, build_page(served), path="/", auth=auth,
         auth_message="Any user name; the password is the server's token.",
         allowed_paths=[str(examples_dir)] if served.examples else [],
-        max_file_size=int(max_upload_mb * (1 << 20)), ssr_mode=False, mcp_server=False,
+        max_file_size=max_bytes, ssr_mode=False, mcp_server=False,
         theme=theme, footer_links=["api", "settings"])
 
 

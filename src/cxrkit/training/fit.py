@@ -361,7 +361,7 @@ def train(config: Config | str | None = None, *, callbacks: Sequence = (), use_t
     datasets = {s: CachedImageDataset(images.subset(m), labels[m]) for s, m in masks.items() if m.any()}
     data = CachedDataModule(datasets, config.train.batch_size, config.data.num_workers,
                             oversample=config.train.sampler == "oversample", seed=config.train.seed)
-    module = Classifier(model, len(classes), config.train, mean, std, config.preprocess.channels,
+    module = Classifier(model, len(classes), config.train, prep,
                         _class_weights(labels[masks["train"]], len(classes), config.train.class_weights),
                         single_logit, train_augmentation(config.augment))
     startup = StartupTime(started)
@@ -490,7 +490,7 @@ def _ood_reference(model, images: np.ndarray, labels: np.ndarray, masks: dict,
         return None
 
 
-def _save_model(run_dir: Path, model, classes, prep: Preprocessing, model_spec: dict,
+def _save_model(run_dir: Path, model, classes, prep: Preprocessing, model_spec: dict,  # noqa: PLR0913
                 single_logit: bool, config: Config, ood: dict | None = None,
                 lung_weights: dict | None = None) -> None:
     """model.ckpt; with lungs in use it also holds the segmenter's weights (the contract names their digest)."""

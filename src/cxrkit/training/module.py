@@ -16,6 +16,7 @@ from torchmetrics.classification import (
 )
 
 from cxrkit.config import TrainConfig, monitor_mode
+from cxrkit.data.preprocess import Preprocessing
 from cxrkit.inference import probabilities_from_logits
 
 OPTIMIZERS = {
@@ -44,10 +45,10 @@ class Classifier(L.LightningModule):
     training device, logits out."""
 
     def __init__(self, model: nn.Module, num_classes: int, train_config: TrainConfig,
-                 mean: tuple[float, ...], std: tuple[float, ...], channels: int,
-                 class_weights: torch.Tensor | None = None, single_logit: bool = False,
-                 augment: nn.Module | None = None):
+                 preprocessing: Preprocessing, class_weights: torch.Tensor | None = None,
+                 single_logit: bool = False, augment: nn.Module | None = None):
         super().__init__()
+        mean, std, channels = preprocessing.mean, preprocessing.std, preprocessing.channels
         if train_config.compile:
             model.compile()  # in place: the state dict keeps its keys
         self.model = model
