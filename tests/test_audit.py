@@ -195,7 +195,7 @@ def test_split_file_puts_a_copy_in_another_split(tmp_path):
 
 def test_training_split_keeps_near_duplicate_groups_together(tmp_path):
     from cxrkit.config import build_config
-    from cxrkit.training.fit import build_split
+    from cxrkit.data.run_split import build_split
 
     root = tmp_path / "dups"
     for label, offset in (("Normal", 0), ("Tuberculosis", 5000)):
@@ -205,7 +205,7 @@ def test_training_split_keeps_near_duplicate_groups_together(tmp_path):
             if i < 12:
                 save(root / label / f"{i}_again.jpg", cv2.resize(original, (80, 80)), quality=90)
     config = build_config("tb-fast", {"data.source": str(root), "data.group_near_duplicates": True})
-    manifest = build_split(config, use_test=True)
+    manifest = build_split(config)
     groups = near_duplicate_groups(manifest["path"].tolist())
     assert sum(g is not None for g in groups) == 48
     split_of_group: dict[str, set] = {}

@@ -55,11 +55,11 @@ def test_pneumonia_audit_reports_patients_across_train_and_test():
 
 def test_tb_training_split_keeps_near_duplicate_groups_in_one_split():
     from cxrkit.config import build_config
-    from cxrkit.training.fit import build_split
+    from cxrkit.data.run_split import build_split
 
     config = build_config("tb-fast", {"data.source": str(need("tb")),
                                       "data.group_near_duplicates": True})
-    manifest = build_split(config, use_test=True)
+    manifest = build_split(config)
     groups = near_duplicate_groups(manifest["path"].tolist())
     splits_by_group: dict[str, set[str]] = {}
     for group, split in zip(groups, manifest["split"], strict=True):

@@ -10,8 +10,9 @@ import pytest
 from conftest import shared_data
 from cxrkit.data.io import read_gray
 from cxrkit.data.preprocess import Preprocessing, prepare
+from cxrkit.data.splits import split_by_patient
 from cxrkit.segment.lungs import dice
-from cxrkit.segment.train import SegmentConfig, data_digest, load_pairs, read_mask_table, split_by_patient
+from cxrkit.segment.train import SegmentConfig, data_digest, load_pairs, read_mask_table
 from cxrkit.segment.weights import default_weights_path, read_weights, torch_segmenter
 
 pytestmark = pytest.mark.slow

@@ -5,6 +5,9 @@ import pytest
 from cxrkit.data.splits import assign_splits, merge_groups, read_split_file, write_split_file
 from cxrkit.errors import CxrkitError
 
+PINNED_COUNTS = {"train": 56, "val": 8, "test": 8}
+PINNED_SPLIT_SHA256 = "dc859345f198fe542b9bb128df2cfbbe285a43c109a7d5e77d0e6348cc69d4cf"  # split.csv rows, fixed seed
+
 
 def make_manifest(n_per_class=(300, 100), groups_of=1, split=None):
     rows = []
@@ -55,3 +58,51 @@ def test_merge_groups_links_patients_through_near_duplicates():
     assert merged["group"].nunique() == 1
     assert merge_groups(manifest, None) is manifest
     assert np.all(merge_groups(manifest, [None] * 4)["group"] == manifest["group"])
+
+
+def _pinned_dataset(root) -> str:
+    """Two sites x two classes of small distinct PNGs; patients of 1-3 images; one site CSV."""
+    from PIL import Image
+
+    rng = np.random.default_rng(2024)
+    rows = []
+    for site in ("north", "south"):
+        for label, count in (("Normal", 24), ("Tuberculosis", 12)):
+            for index in range(count):
+                path = root / site / label / f"p{index // 2:02d}_{index}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(rng.integers(0, 256, (24, 24), dtype=np.uint8)).save(path)
+                rows.append((str(path.relative_to(root)), label, f"{label[0]}{index // 2}", site))
+    csv = root / "data.csv"
+    pd.DataFrame(rows, columns=["path", "label", "patient", "site"]).to_csv(csv, index=False)
+    return str(csv)
+
+
+def test_the_run_split_is_pinned_on_a_fixed_seed(tmp_path, monkeypatch):
+    """The split a run builds (grouped, near-duplicate-merged, stratified by site x class) stays
+    the same row for row: moving or refactoring split code must not change split.csv."""
+    import hashlib
+
+    from cxrkit.config import build_config
+    from cxrkit.data.run_split import build_split
+
+    monkeypatch.setenv("CXRKIT_CACHE_DIR", str(tmp_path / "cache"))
+    config = build_config("tb-fast", {"data.source": _pinned_dataset(tmp_path / "data"), "data.split_seed": 7,
+                                      "output_dir": str(tmp_path / "runs")})
+    manifest = build_split(config)
+    write_split_file(manifest, tmp_path / "split.csv")
+    table = pd.read_csv(tmp_path / "split.csv")
+    rows = "\n".join(f"{p.replace(str(tmp_path), '')},{s}" for p, s in zip(table["path"], table["split"], strict=True))
+    assert table["split"].value_counts().to_dict() == PINNED_COUNTS
+    assert hashlib.sha256(rows.encode()).hexdigest() == PINNED_SPLIT_SHA256
+
+
+def test_the_segmentation_split_by_patient_is_pinned_on_a_fixed_seed():
+    from cxrkit.data.splits import split_by_patient
+
+    rows = [(f"/x/{site}/{i}.png", f"{site}-p{i // 2}", site) for site in ("a", "b", "c") for i in range(20)]
+    table = pd.DataFrame(rows, columns=["path", "patient", "site"])
+    split = split_by_patient(table, 0.2, 0.2, 3)
+    letters = "".join({"train": "r", "val": "v", "test": "t"}[s] for s in split)
+    assert letters == "rrrrvvttrrrrrrvvttrrrrrrvvvvrrttrrttrrrrrrttvvrrrrrrttvvrrrr"
+    assert split.groupby(table["patient"]).nunique().max() == 1

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedGroupKFold
+from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
 from cxrkit.errors import CxrkitError
 
@@ -45,6 +45,12 @@ def strata(manifest: pd.DataFrame) -> np.ndarray:
     if "site" not in manifest.columns or manifest["site"].nunique() < 2:
         return manifest["label"].to_numpy()
     return (manifest["site"].astype(str) + " | " + manifest["label"].astype(str)).to_numpy()
+
+
+def held_out_part(table: pd.DataFrame, fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask of about `fraction` of the rows: stratified like a split (site x class),
+    whole patient groups, seeded (e.g. a site's check part)."""
+    return _carve(strata(table), effective_groups(table), fraction, seed)
 
 
 def assign_splits_cached(manifest: pd.DataFrame, val_fraction: float = 0.1, test_fraction: float = 0.1,
@@ -190,3 +196,18 @@ def merge_groups(manifest: pd.DataFrame, extra_groups: list | None) -> pd.DataFr
         for i, root in enumerate(roots)
     ]
     return manifest
+
+
+def split_by_patient(table: pd.DataFrame, val_fraction: float, test_fraction: float, seed: int) -> pd.Series:
+    """train/val/test per row of a table with patient and site columns: whole patients, stratified
+    by site (the lung segmenter's split: no class labels to stratify by)."""
+    patients = table.groupby("patient")["site"].first()
+    names, sites = patients.index.to_numpy(dtype=object), patients.to_numpy(dtype=object)
+    stratify = patients.value_counts().min() >= 3
+    rest, test = train_test_split(np.arange(len(names)), test_size=test_fraction, random_state=seed,
+                                  stratify=sites if stratify else None)
+    train, val = train_test_split(rest, test_size=val_fraction / (1 - test_fraction), random_state=seed,
+                                  stratify=sites[rest] if stratify else None)
+    split = np.full(len(names), "train", dtype=object)
+    split[val], split[test] = "val", "test"
+    return table["patient"].map(dict(zip(names, split, strict=True)))

@@ -121,9 +121,9 @@ def data_fingerprint(table: pd.DataFrame) -> tuple[str, list[str]]:
 def split_parts(table: pd.DataFrame, check_fraction: float, seed: int) -> np.ndarray:
     """Boolean mask of the check part: stratified by class (site x class when the data name
     several sites), grouped by patient within a site, seeded."""
-    from cxrkit.data.splits import _carve, effective_groups, strata
+    from cxrkit.data.splits import held_out_part
 
-    check = _carve(strata(table), effective_groups(table), check_fraction, seed)
+    check = held_out_part(table, check_fraction, seed)
     for name, mask in (("calibration", ~check), ("check", check)):
         present = set(table.loc[mask, "label"])
         if len(present) < 2:

@@ -72,9 +72,9 @@ def shared_manifest(base: Config, out_dir: Path) -> pd.DataFrame:
     """Every image with its site and patient/near-duplicate group, written once to manifest.csv."""
     path = out_dir / MANIFEST_FILE
     if not path.is_file():
-        from cxrkit.training.fit import build_split
+        from cxrkit.data.run_split import build_split
 
-        manifest = build_split(base.model_copy(deep=True), use_test=True)
+        manifest = build_split(base.model_copy(deep=True))
         out_dir.mkdir(parents=True, exist_ok=True)
         columns = ["path", "label", "group", "site"]
         _write_atomic(path, lambda target: manifest[columns].to_csv(target, index=False))

@@ -125,10 +125,10 @@ def shared_split(base: Config, out_dir: Path, given: str | None) -> Path:
     path = out_dir / SPLIT_FILE
     out_dir.mkdir(parents=True, exist_ok=True)
     if not path.is_file():
+        from cxrkit.data.run_split import build_split
         from cxrkit.data.splits import write_split_file
-        from cxrkit.training.fit import build_split
 
-        manifest = build_split(base, use_test=True)
+        manifest = build_split(base)
         temporary = path.with_suffix(f".{os.getpid()}.tmp")
         write_split_file(manifest, temporary)
         os.replace(temporary, path)

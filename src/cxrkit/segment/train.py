@@ -22,6 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cxrkit.data.io import read_gray
+from cxrkit.data.splits import split_by_patient
 from cxrkit.errors import CxrkitError
 from cxrkit.segment.lungs import dice, network_input
 from cxrkit.segment.weights import WEIGHTS_FORMAT, WEIGHTS_NAME, torch_segmenter, weights_digest
@@ -94,22 +95,6 @@ def read_mask_table(csv_path: str | Path) -> pd.DataFrame:
         if absent:
             raise CxrkitError(f"{csv_path}: {len(absent)} {column} file(s) do not exist, e.g. {absent[0]}")
     return table[["path", "mask", "patient", "site"]].reset_index(drop=True)
-
-
-def split_by_patient(table: pd.DataFrame, val_fraction: float, test_fraction: float, seed: int) -> pd.Series:
-    """train/val/test per row: whole patients, stratified by site."""
-    from sklearn.model_selection import train_test_split
-
-    patients = table.groupby("patient")["site"].first()
-    names, sites = patients.index.to_numpy(dtype=object), patients.to_numpy(dtype=object)
-    stratify = patients.value_counts().min() >= 3
-    rest, test = train_test_split(np.arange(len(names)), test_size=test_fraction, random_state=seed,
-                                  stratify=sites if stratify else None)
-    train, val = train_test_split(rest, test_size=val_fraction / (1 - test_fraction), random_state=seed,
-                                  stratify=sites[rest] if stratify else None)
-    split = np.full(len(names), "train", dtype=object)
-    split[val], split[test] = "val", "test"
-    return table["patient"].map(dict(zip(names, split, strict=True)))
 
 
 def load_pairs(table: pd.DataFrame) -> tuple[list[np.ndarray], list[np.ndarray]]:

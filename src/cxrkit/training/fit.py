@@ -26,10 +26,9 @@ from cxrkit.config import Config, build_config, config_to_yaml, load_config_file
 from cxrkit.data.cache import CachedImages, Progress, load_cached_images
 from cxrkit.data.datamodule import CachedDataModule, CachedImageDataset
 from cxrkit.data.preprocess import Preprocessing, channel_stats, imagenet_stats, normalise
-from cxrkit.data.sources import load_sources
-from cxrkit.data.splits import assign_splits_cached, merge_groups, read_split_file, write_split_file
+from cxrkit.data.run_split import build_split
+from cxrkit.data.splits import write_split_file
 from cxrkit.data.transforms import train_augmentation
-from cxrkit.data.validation import check_training_classes
 from cxrkit.errors import CxrkitError, TrainingInterrupted
 from cxrkit.inference import CHECKPOINT_FORMAT, CHECKPOINT_NAME
 from cxrkit.models import build_model, count_parameters
@@ -99,83 +98,6 @@ def prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
             log.info("replacing %s: an earlier attempt stopped before its first checkpoint", run_dir)
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-
-
-def build_split(config: Config, use_test: bool) -> pd.DataFrame:
-    """The manifest with a split per row: from --split-file, or stratified/grouped from a seed."""
-    sources = config.data.all_sources()
-    manifest, ignored = load_sources(sources, config.data.group_pattern)
-    check_training_classes(manifest, " ".join(str(source.path) for source in sources))
-    if not config.data.group_pattern and manifest["group"].isna().all():
-        manifest = _auto_groups(manifest, config)
-    if ignored:
-        log.warning("ignored %d non-image file(s), e.g. %s", len(ignored), ignored[0])
-    near_duplicates = _near_duplicate_groups(manifest, config) if config.data.group_near_duplicates else None
-    leakage = {}
-    if config.data.split_file:
-        manifest = read_split_file(config.data.split_file, manifest)
-        leakage = split_leakage(manifest, near_duplicates)
-    else:
-        if manifest["split"].notna().any():  # a split given by the data (folders or CSV column)
-            leakage = split_leakage(manifest, near_duplicates)
-        manifest = merge_groups(manifest, near_duplicates)
-        manifest = assign_splits_cached(manifest, config.data.val_fraction, config.data.test_fraction,
-                                        config.data.split_seed)
-    _report_leakage(leakage, config)
-    manifest.attrs["ignored"] = ignored
-    manifest.attrs["split_leakage"] = leakage
-    return manifest
-
-
-def split_leakage(manifest: pd.DataFrame, near_duplicates: list | None) -> dict:
-    """Patient groups and near-duplicate groups with images in more than one split, with counts."""
-    def crossing(groups: pd.Series) -> tuple[int, int]:
-        table = pd.DataFrame({"group": groups.to_numpy(), "split": manifest["split"].to_numpy()}).dropna()
-        spread = table.groupby("group")["split"].nunique()
-        leaking = spread[spread > 1].index
-        return len(leaking), int(table["group"].isin(leaking).sum())
-
-    patients, patient_images = crossing(manifest["group"])
-    result = {"patient_groups": patients, "patient_images": patient_images}
-    if near_duplicates is not None:
-        result["near_duplicate_groups"], result["near_duplicate_images"] = crossing(
-            pd.Series(near_duplicates, dtype=object))
-    return result
-
-
-def _report_leakage(leakage: dict, config: Config) -> None:
-    groups = leakage.get("patient_groups", 0), leakage.get("near_duplicate_groups", 0)
-    if not any(groups):
-        return
-    text = (f"the given split puts {groups[0]} patient group(s) ({leakage['patient_images']} images) and "
-            f"{groups[1]} near-duplicate group(s) ({leakage.get('near_duplicate_images', 0)} images) in "
-            "more than one split: test metrics will be optimistic")
-    if config.data.strict_split:
-        raise CxrkitError(f"--strict: {text}; re-split by patient (a class-per-folder layout, or "
-                          "another --split-file) or drop --strict")
-    log.warning("warning: %s (recorded in training.json; --strict refuses such a split)", text)
-
-
-def _auto_groups(manifest: pd.DataFrame, config: Config) -> pd.DataFrame:
-    """Group by patient when file names follow a known scheme (e.g. Kermany's personN_); saved in config."""
-    from cxrkit.data.audit import detect_group_pattern
-    from cxrkit.data.sources import groups_from_pattern
-
-    detected = detect_group_pattern(list(manifest["path"]))
-    if detected is None:
-        return manifest
-    description, pattern = detected
-    log.info("grouping images by patient: file names follow %s (data.group_pattern=%s)", description, pattern)
-    config.data.group_pattern = pattern
-    return manifest.assign(group=groups_from_pattern(manifest["path"], pattern))
-
-
-def _near_duplicate_groups(manifest: pd.DataFrame, config: Config) -> list | None:
-    try:
-        from cxrkit.data.audit import near_duplicate_groups
-    except ImportError:
-        return None
-    return near_duplicate_groups(list(manifest["path"]), config.data.near_duplicate_distance)
 
 
 def is_main_process() -> bool:
@@ -317,7 +239,7 @@ def train(config: Config | str | None = None, *, callbacks: Sequence = (), use_t
         checkpoint = None
     L.seed_everything(config.train.seed, workers=True, verbose=False)
 
-    manifest = build_split(config, use_test)
+    manifest = build_split(config)
     classes = sorted(manifest["label"].unique())
     lung_weights, segmenter = _lung_segmenter(config)
     prep = Preprocessing(image_size=config.preprocess.image_size, resize=config.preprocess.resize,
