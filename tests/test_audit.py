@@ -154,7 +154,7 @@ def test_audit_refuses_to_overwrite(leaky_dataset, tmp_path):
     out = tmp_path / "report"
     out.mkdir()
     (out / "mine.txt").write_text("keep")
-    with pytest.raises(CxrkitError, match="--out .*not empty.*--overwrite"):
+    with pytest.raises(CxrkitError, match="out_dir=.*not empty.*overwrite=True"):
         audit_dataset(leaky_dataset, out_dir=out)
     audit_dataset(leaky_dataset, out_dir=out, overwrite=True)
     assert (out / "mine.txt").read_text() == "keep"

@@ -100,7 +100,7 @@ def test_selection_rules(text, expected):
 
 @pytest.mark.parametrize("text", ["sensitivity>=1.5", "best", "1.2", "specificity>=0.7"])
 def test_bad_selection_rules(text):
-    with pytest.raises(CxrkitError, match="--select"):
+    with pytest.raises(CxrkitError, match="select="):
         parse_selection(text)
 
 

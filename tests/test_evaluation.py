@@ -258,7 +258,7 @@ def test_external_data_matches_classes_skips_corrupt_images(binary_run: Path, tm
         for index in range(6):
             write_image(external / label / f"{label}_{index}.png", value + index * 9)
     (external / "tb" / "broken.png").write_bytes(b"not a png at all")
-    with pytest.raises(CxrkitError, match="--class-map tb=Tuberculosis"):
+    with pytest.raises(CxrkitError, match="class_map=tb=Tuberculosis"):
         evaluate(binary_run, data=external)
     result = evaluate(binary_run, data=external, class_map={"tb": "Tuberculosis"},
                       operating_point="youden")

@@ -109,18 +109,18 @@ def test_shap_without_a_training_split_says_what_to_do():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"method": "saliency"}, "--method 'saliency': choose one of gradcam"),
+        ({"method": "saliency"}, "method='saliency': choose one of gradcam"),
         ({"method": "lime", "n_sampels": 10}, "lime has no option"),
         (
             {"target": "Pneumonia"},
-            "--class 'Pneumonia': not a class of this model; choose one of Normal",
+            "target='Pneumonia': not a class of this model; choose one of Normal",
         ),
         ({"target": 5}, "class index 5 is out of range"),
         (
             {"layer": "layer9"},
-            "--layer 'layer9': the model has no such layer; top-level layers are conv",
+            "layer='layer9': the model has no such layer; top-level layers are conv",
         ),
-        ({"method": "lime", "layer": "conv"}, "--layer applies to gradcam and gradcam\\+\\+ only"),
+        ({"method": "lime", "layer": "conv"}, "`layer` applies to gradcam and gradcam\\+\\+ only"),
     ],
 )
 def test_bad_requests_raise_a_clear_error(kwargs, message):
@@ -159,6 +159,6 @@ def test_panel_and_saved_files(tmp_path):
     ]
     np.testing.assert_array_equal(np.load(paths["heatmap"]), explanation.heatmap)
     assert np.asarray(Image.open(paths["overlay"])).shape == (SIZE, SIZE, 3)
-    with pytest.raises(CxrkitError, match="already exists; pass --overwrite"):
+    with pytest.raises(CxrkitError, match="already exists; pass overwrite=True"):
         save_overlay(explanation, tmp_path / "out", "case1.gradcam")
     save_overlay(explanation, tmp_path / "out", "case1.gradcam", overwrite=True)

@@ -104,7 +104,7 @@ def test_torchscript_export_matches_pytorch(run: Path, tmp_path: Path):
 def test_export_never_overwrites_without_asking(run: Path):
     existing = run / "model.onnx"
     existing.write_bytes(b"the user's file")
-    with pytest.raises(CxrkitError, match="already exists; pass --overwrite"):
+    with pytest.raises(CxrkitError, match="already exists; pass overwrite=True"):
         export_model(run)
     assert existing.read_bytes() == b"the user's file"
     export_model(run, overwrite=True)

@@ -159,7 +159,7 @@ def test_examples_come_from_the_test_split(tmp_path: Path):
     (run / "config.yaml").write_text(f"data:\n  source: {tmp_path / 'data'}\n")
     assert load_served_model(run).examples == images[1:]
     assert load_served_model(run, examples=tmp_path / "data").examples == images
-    with pytest.raises(CxrkitError, match="--examples"):
+    with pytest.raises(CxrkitError, match="examples="):
         load_served_model(run, examples=tmp_path / "nowhere")
 
 

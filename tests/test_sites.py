@@ -77,7 +77,7 @@ def test_several_sources_each_with_its_site_and_class_map(tmp_path, tiny_folder)
     assert sorted(manifest["label"].unique()) == ["Normal", "Tuberculosis"]
     with pytest.raises(CxrkitError, match=r"names \['pneumonia'\]"):
         load_sources([DataSource(path=str(other), class_map={"pneumonia": "X"})])
-    with pytest.raises(CxrkitError, match="more than one --data source"):
+    with pytest.raises(CxrkitError, match="more than one `data` source"):
         load_sources([DataSource(path=str(tiny_folder)), DataSource(path=str(tiny_folder), site="again")])
 
 

@@ -46,7 +46,7 @@ def test_existing_run_is_never_overwritten_without_flag(tiny_folder, tiny_overri
     config = build_config("tb-fast", tiny_overrides(tiny_folder))
     run = cxrkit.train(config)
     before = (run / "model.ckpt").stat().st_mtime_ns
-    with pytest.raises(CxrkitError, match="--overwrite"):
+    with pytest.raises(CxrkitError, match="overwrite=True"):
         cxrkit.train(config)
     assert (run / "model.ckpt").stat().st_mtime_ns == before
     cxrkit.train(config, overwrite=True)

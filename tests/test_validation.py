@@ -159,7 +159,7 @@ def test_class_map_suggestions_only_for_plausible_matches():
     with pytest.raises(CxrkitError) as error:
         match_classes(["Normal", "Tuberculoisis", "covid"], ["Normal", "Tuberculosis"], {}, "ext")
     message = str(error.value)
-    assert "--class-map Tuberculoisis=Tuberculosis" in message
+    assert "class_map=Tuberculoisis=Tuberculosis" in message
     assert "covid=" not in message and "=Normal" not in message
 
 

@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 
+from cxrkit.commands.flags import CliFormatter, as_cli
 from cxrkit.errors import CxrkitError, TrainingInterrupted
 from cxrkit.extras import install_hint
 from cxrkit.version import __version__
@@ -44,7 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(CliFormatter("%(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
     again = args.command in RESUMABLE
@@ -55,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
               else f"interrupted: {error}", file=sys.stderr)
         return 130
     except CxrkitError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {as_cli(str(error))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: run the same command again to continue" if again else "interrupted",

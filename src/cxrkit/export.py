@@ -74,15 +74,15 @@ def export_model(run_dir: str | Path, format: str = "onnx", out: str | Path | No
     `ood_max_rel_diff` the largest relative difference in OOD score (None without a reference).
     """
     if format not in FORMATS:
-        raise CxrkitError(f"--format {format}: choose one of {', '.join(FORMATS)}")
+        raise CxrkitError(f"format={format}: choose one of {', '.join(FORMATS)}")
     checkpoint_path = resolve_checkpoint(run_dir)
     run_dir = checkpoint_path.parent
     out = Path(out).expanduser() if out is not None else run_dir / DEFAULT_NAMES[format]
     if out.exists() and not overwrite:
-        raise CxrkitError(f"{out} already exists; pass --overwrite to replace it "
-                          "or --out another file")
+        raise CxrkitError(f"{out} already exists; pass overwrite=True to replace it "
+                          "or give another `out`")
     if not out.parent.is_dir():
-        raise CxrkitError(f"--out {out}: folder {out.parent} does not exist; create it first")
+        raise CxrkitError(f"out={out}: folder {out.parent} does not exist; create it first")
 
     predictor = load_torch_predictor(checkpoint_path)
     checkpoint = read_checkpoint(checkpoint_path)
@@ -203,7 +203,7 @@ def _write_onnx(model, example: np.ndarray, metadata: dict, path: Path, segmente
             dynamic_shapes=({0: batch},), external_data=False, verbose=False)
     except Exception as error:
         raise CxrkitError(f"ONNX export of {metadata['info']['model_name']} failed ({error}); "
-                          "try --format torchscript") from error
+                          "try format=torchscript") from error
     proto = program.model_proto
     proto.producer_name = "cxrkit"
     proto.producer_version = __version__

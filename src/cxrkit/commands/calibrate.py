@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from cxrkit.commands.flags import as_cli
 from cxrkit.deployment.calibrate import CHECK_FRACTION, SELECT_HELP
 
 
@@ -109,6 +110,6 @@ def summary_text(result: dict) -> str:
                      f"specificity {check['specificity']:.3f} {_ci(check['specificity_ci95'])}")
         lines.append(f"  frozen in {result['run']}/operating_points.json (sites.{result['site']});"
                      f" use it with --site {result['site']}")
-    lines += [f"warning: {w}" for w in result["warnings"]]
+    lines += [f"warning: {as_cli(w)}" for w in result["warnings"]]
     lines.append(f"report: {result['outputs']['dir']}/{result['outputs']['report']}")
     return "\n".join(lines)

@@ -330,7 +330,7 @@ def audit_dataset(
 ) -> dict:
     """Audit a dataset (any `--data` source); returns the report and writes it to out_dir."""
     if not 0 <= max_distance <= 32:
-        raise CxrkitError(f"--max-distance {max_distance} must be between 0 and 32 "
+        raise CxrkitError(f"max_distance={max_distance} must be between 0 and 32 "
                           "(bits per 64 of the perceptual hash)")
     if out_dir is not None:
         from cxrkit.data.audit_report import check_output_folder

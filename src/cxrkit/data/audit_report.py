@@ -26,10 +26,10 @@ def check_output_folder(out_dir: str | Path, overwrite: bool) -> None:
     """Refuse to write into a non-empty folder unless overwrite is set."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
-        raise CxrkitError(f"--out {out_dir}: is a file; give a folder for the audit report")
+        raise CxrkitError(f"out_dir={out_dir}: is a file; give a folder for the audit report")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        raise CxrkitError(f"--out {out_dir}: folder exists and is not empty; choose another "
-                          "folder or pass --overwrite")
+        raise CxrkitError(f"out_dir={out_dir}: folder exists and is not empty; choose another "
+                          "folder or pass overwrite=True")
 
 
 def _thumbnail(path: str) -> Image.Image:

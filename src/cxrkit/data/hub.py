@@ -35,7 +35,7 @@ def _import_datasets():
     try:
         import datasets
     except ImportError as error:
-        raise CxrkitError('--data hf:...: needs the Hugging Face datasets library: '
+        raise CxrkitError('data=hf:...: needs the Hugging Face datasets library: '
                           'pip install "cxrkit[hf]"') from error
     return datasets
 
@@ -48,14 +48,14 @@ def _load(spec: str):
         try:
             return datasets.load_from_disk(str(folder)), f"local-{folder.resolve().name}"
         except (FileNotFoundError, ValueError, OSError) as error:
-            raise CxrkitError(f"--data hf:{spec}: not a folder written by save_to_disk "
+            raise CxrkitError(f"data=hf:{spec}: not a folder written by save_to_disk "
                               f"({error})") from error
     name, _, config = spec.partition(":")
     try:
         loaded = datasets.load_dataset(name, config or None)
     except (ConnectionError, OSError, ValueError) as error:
         raise CxrkitError(
-            f"--data hf:{spec}: cannot load the dataset ({type(error).__name__}: "
+            f"data=hf:{spec}: cannot load the dataset ({type(error).__name__}: "
             f"{' '.join(str(error).split())[:300]}); check the name and config, and when "
             "offline set HF_HUB_OFFLINE=1 to use the local cache or give a save_to_disk "
             "folder") from error
@@ -68,12 +68,12 @@ def _columns(dataset, spec: str) -> tuple[str, str, str | None]:
     features = dataset.features
     images = [c for c, f in features.items() if isinstance(f, datasets.Image)]
     if not images:
-        raise CxrkitError(f"--data hf:{spec}: no Image column among {list(features)}")
+        raise CxrkitError(f"data=hf:{spec}: no Image column among {list(features)}")
     class_labels = [c for c, f in features.items() if isinstance(f, datasets.ClassLabel)]
     named = [c for c in features if c.lower() in LABEL_COLUMNS]
     preferred = [c for c in named if c in class_labels] or class_labels or named
     if not preferred:
-        raise CxrkitError(f"--data hf:{spec}: no label column (a ClassLabel feature or one "
+        raise CxrkitError(f"data=hf:{spec}: no label column (a ClassLabel feature or one "
                           f"named {'/'.join(LABEL_COLUMNS)}) among {list(features)}")
     groups = [c for c in features if c.lower() in GROUP_COLUMNS]
     return images[0], preferred[0], groups[0] if groups else None
@@ -149,7 +149,7 @@ def hf_manifest(spec: str) -> pd.DataFrame:
     splits = dict(loaded) if isinstance(loaded, datasets.DatasetDict) else {"train": loaded}
     unknown = [s for s in splits if s.lower() not in SPLIT_ALIASES]
     if unknown:
-        raise CxrkitError(f"--data hf:{spec}: split(s) {unknown} are not train/validation/test; "
+        raise CxrkitError(f"data=hf:{spec}: split(s) {unknown} are not train/validation/test; "
                           "save the dataset with those split names (DatasetDict) and pass "
                           "the folder")
     fingerprint = "-".join(f"{name}.{d._fingerprint}" for name, d in sorted(splits.items()))
@@ -160,7 +160,7 @@ def hf_manifest(spec: str) -> pd.DataFrame:
         target.parent.mkdir(parents=True, exist_ok=True)
         return _materialise(splits, spec, target)
     except OSError as error:
-        raise CxrkitError(f"--data hf:{spec}: cannot write images to {target} ({error}); "
+        raise CxrkitError(f"data=hf:{spec}: cannot write images to {target} ({error}); "
                           "set CXRKIT_CACHE_DIR to a writable folder") from error
 
 
@@ -180,7 +180,7 @@ def kaggle_folder(handle: str) -> Path:
     try:
         import kagglehub
     except ImportError as error:
-        raise CxrkitError(f'--data kaggle:{handle}: needs kagglehub: pip install '
+        raise CxrkitError(f'data=kaggle:{handle}: needs kagglehub: pip install '
                           '"cxrkit[kaggle]"') from error
     from kagglehub import exceptions
 
@@ -191,7 +191,7 @@ def kaggle_folder(handle: str) -> Path:
         folder = Path(kagglehub.dataset_download(handle))
     except failures as error:
         raise CxrkitError(
-            f"--data kaggle:{handle}: download failed ({type(error).__name__}: "
+            f"data=kaggle:{handle}: download failed ({type(error).__name__}: "
             f"{' '.join(str(error).split())[:300]}); check the handle (owner/name), your Kaggle "
             "credentials, and the network (a cached download is reused offline)") from error
     return _data_root(folder)

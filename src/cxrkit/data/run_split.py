@@ -70,9 +70,9 @@ def _report_leakage(leakage: dict, config: Config) -> None:
             f"{groups[1]} near-duplicate group(s) ({leakage.get('near_duplicate_images', 0)} images) in "
             "more than one split: test metrics will be optimistic")
     if config.data.strict_split:
-        raise CxrkitError(f"--strict: {text}; re-split by patient (a class-per-folder layout, or "
-                          "another --split-file) or drop --strict")
-    log.warning("warning: %s (recorded in training.json; --strict refuses such a split)", text)
+        raise CxrkitError(f"data.strict_split=True: {text}; re-split by patient (a class-per-folder layout, "
+                          "or another `data.split_file`) or drop `data.strict_split`")
+    log.warning("warning: %s (recorded in training.json; `data.strict_split` refuses such a split)", text)
 
 
 def _auto_groups(manifest: pd.DataFrame, config: Config) -> pd.DataFrame:

@@ -29,7 +29,7 @@ GENERIC_NAMES = {"test", "testing", "val", "valid", "validation", "train", "imag
 def load_sources(sources: list[DataSource], group_pattern: str | None = None) -> tuple[pd.DataFrame, list[str]]:
     """Several sources as one manifest: each with its site and its labels renamed by its class map."""
     if not sources:
-        raise CxrkitError("no data: pass --data DIR (a class-per-folder tree, train/val/test folders or a CSV)")
+        raise CxrkitError("no data: pass data=DIR (a class-per-folder tree, train/val/test folders or a CSV)")
     parts, ignored = [], []
     for source in sources:
         manifest, skipped = load_manifest(source.path, group_pattern, site=source.site)
@@ -38,7 +38,7 @@ def load_sources(sources: list[DataSource], group_pattern: str | None = None) ->
     manifest = pd.concat(parts, ignore_index=True)
     twice = manifest["path"][manifest["path"].duplicated()]
     if len(twice):
-        raise CxrkitError(f"{len(twice)} image(s) are listed by more than one --data source, e.g. "
+        raise CxrkitError(f"{len(twice)} image(s) are listed by more than one `data` source, e.g. "
                           f"{twice.iloc[0]}; give each image once")
     _check_manifest(manifest, " + ".join(s.path for s in sources))
     return manifest, ignored
@@ -48,7 +48,7 @@ def rename_classes(manifest: pd.DataFrame, class_map: dict[str, str], source: st
     """Labels renamed DATA_CLASS -> CLASS; a name the source does not have is an error."""
     unknown = sorted(set(class_map) - set(manifest["label"]))
     if unknown:
-        raise CxrkitError(f"--class-map for {source} names {unknown}, which are not classes there "
+        raise CxrkitError(f"`class_map` for {source} names {unknown}, which are not classes there "
                           f"(its classes are {', '.join(sorted(manifest['label'].unique()))})")
     return manifest.assign(label=manifest["label"].replace(class_map)) if class_map else manifest
 
@@ -60,8 +60,8 @@ def parse_class_map(text: str | None) -> dict[str, str]:
     mapping = {}
     for item in text.split(","):
         if item.count("=") != 1 or not all(part.strip() for part in item.split("=")):
-            raise CxrkitError(f"--class-map {text!r}: use DATA_CLASS=MODEL_CLASS pairs separated "
-                              "by commas, e.g. --class-map normal=Normal,tb=Tuberculosis")
+            raise CxrkitError(f"class_map={text!r}: use DATA_CLASS=MODEL_CLASS pairs separated "
+                              "by commas, e.g. class_map=normal=Normal,tb=Tuberculosis")
         source, target = (part.strip() for part in item.split("="))
         mapping[source] = target
     return mapping
@@ -100,7 +100,7 @@ def load_manifest(source: str | Path, group_pattern: str | None = None,
         manifest["group"] = groups_from_pattern(manifest["path"], group_pattern)
     own_sites = text.lower().endswith(".csv") and "site" in manifest.columns
     if own_sites and site:
-        raise CxrkitError(f"--site {site}: {source} has its own site column; drop --site for it")
+        raise CxrkitError(f"site={site}: {source} has its own site column; drop `site` for it")
     if not own_sites:
         manifest["site"] = site or default_site_name(source)
     _check_manifest(manifest, source)
@@ -111,7 +111,7 @@ def load_manifest(source: str | Path, group_pattern: str | None = None,
 def _from_path(path: Path, source: str | Path) -> tuple[pd.DataFrame, list[str]]:
     """A local CSV manifest or folder tree as (manifest, ignored files)."""
     if not path.exists():
-        raise CxrkitError(f"--data {source}: no such file or folder; give a class-per-folder "
+        raise CxrkitError(f"data={source}: no such file or folder; give a class-per-folder "
                           "directory, a train/val/test directory or a CSV manifest")
     return _from_csv(path) if path.is_file() else _from_folders(path)
 
@@ -121,7 +121,7 @@ def groups_from_pattern(paths: pd.Series, pattern: str) -> pd.Series:
     try:
         regex = re.compile(pattern)
     except re.error as error:
-        raise CxrkitError(f"--group-pattern {pattern!r} is not a valid regex ({error})") from error
+        raise CxrkitError(f"group_pattern={pattern!r} is not a valid regex ({error})") from error
 
     def group_of(path: str) -> str:
         name = Path(path).name
@@ -135,7 +135,7 @@ def groups_from_pattern(paths: pd.Series, pattern: str) -> pd.Series:
 
 def _from_csv(csv_path: Path) -> tuple[pd.DataFrame, list[str]]:
     if csv_path.suffix.lower() != ".csv":
-        raise CxrkitError(f"--data {csv_path}: a file source must be a .csv manifest with columns path,label")
+        raise CxrkitError(f"data={csv_path}: a file source must be a .csv manifest with columns path,label")
     try:
         table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as error:
@@ -181,13 +181,13 @@ def _from_folders(root: Path) -> tuple[pd.DataFrame, list[str]]:
     ignored: list[str] = []
     if split_dirs:
         if "train" not in split_dirs:
-            raise CxrkitError(f"--data {root}: has split folders {sorted(split_dirs)} but no train/")
+            raise CxrkitError(f"data={root}: has split folders {sorted(split_dirs)} but no train/")
         for split, split_dir in split_dirs.items():
             rows += _class_folders(split_dir, split, ignored)
     else:
         rows = _class_folders(root, None, ignored)
     if not rows:
-        raise CxrkitError(f"--data {root}: no images found; expected {root}/<class>/*.png "
+        raise CxrkitError(f"data={root}: no images found; expected {root}/<class>/*.png "
                           f"(or train/val/test/<class>/) with .png/.jpg/.bmp/.tif/.dcm files")
     return pd.DataFrame(rows, columns=MANIFEST_COLUMNS), ignored
 
@@ -207,10 +207,10 @@ def _class_folders(root: Path, split: str | None, ignored: list[str]) -> list:
 
 def _check_manifest(manifest: pd.DataFrame, source) -> None:
     if manifest.empty:
-        raise CxrkitError(f"--data {source}: no images found")
+        raise CxrkitError(f"data={source}: no images found")
     labels = sorted(manifest["label"].unique())
     if len(labels) < 2:
-        raise CxrkitError(f"--data {source}: only one class ({labels[0]!r}) found; a classifier needs "
+        raise CxrkitError(f"data={source}: only one class ({labels[0]!r}) found; a classifier needs "
                           "at least two class folders (e.g. Normal/ and Tuberculosis/)")
     if "" in labels:
-        raise CxrkitError(f"--data {source}: some rows have an empty label")
+        raise CxrkitError(f"data={source}: some rows have an empty label")

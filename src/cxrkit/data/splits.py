@@ -135,14 +135,14 @@ def read_split_file(split_file: str | Path, manifest: pd.DataFrame) -> pd.DataFr
     if split_file.is_dir():
         split_file = split_file / "split.csv"
     if not split_file.is_file():
-        raise CxrkitError(f"--split-file {split_file}: no such file; pass a split.csv or a run folder")
+        raise CxrkitError(f"split_file={split_file}: no such file; pass a split.csv or a run folder")
     saved = pd.read_csv(split_file, dtype=str, keep_default_na=False)
     if not {"path", "split"} <= set(saved.columns):
-        raise CxrkitError(f"--split-file {split_file}: needs columns path,split")
+        raise CxrkitError(f"split_file={split_file}: needs columns path,split")
     by_path = dict(zip(saved["path"], saved["split"], strict=False))
     missing = [p for p in manifest["path"] if p not in by_path]
     if missing:
-        raise CxrkitError(f"--split-file {split_file}: {len(missing)} image(s) of --data are not in it, "
+        raise CxrkitError(f"split_file={split_file}: {len(missing)} image(s) of `data` are not in it, "
                           f"e.g. {missing[0]}; make a new split or use the same data folder")
     manifest = manifest.copy()
     manifest["split"] = manifest["path"].map(by_path)

@@ -21,11 +21,11 @@ def check_rows(manifest: pd.DataFrame, source) -> None:
     if len(conflicting):
         path = conflicting.index[0]
         labels = sorted(manifest.loc[manifest["path"] == path, "label"].unique())
-        raise CxrkitError(f"--data {source}: {len(conflicting)} image(s) have more than one label, "
+        raise CxrkitError(f"data={source}: {len(conflicting)} image(s) have more than one label, "
                           f"e.g. {path} is {' and '.join(map(repr, labels))}; keep one row per image")
     repeated = counts[counts["size"] > 1]
     if len(repeated):
-        raise CxrkitError(f"--data {source}: {len(repeated)} image(s) are listed more than once, "
+        raise CxrkitError(f"data={source}: {len(repeated)} image(s) are listed more than once, "
                           f"e.g. {repeated.index[0]} ({int(repeated['size'].iloc[0])} rows); "
                           "keep one row per image")
 
@@ -52,13 +52,13 @@ def check_training_classes(manifest: pd.DataFrame, source) -> None:
     for label, count in sorted(counts.items(), key=lambda item: item[1]):
         match = likely_typo(label, counts)
         if match is not None:
-            raise CxrkitError(f"--data {source}: class {label!r} ({count} image(s)) looks like a typo "
+            raise CxrkitError(f"data={source}: class {label!r} ({count} image(s)) looks like a typo "
                               f"of {match!r} ({counts[match]} images); fix the label(s) so the model "
                               "does not learn a spurious extra class")
     small = {label: count for label, count in counts.items() if count < MIN_IMAGES_PER_CLASS}
     if small:
         listed = ", ".join(f"{label!r} ({count})" for label, count in sorted(small.items()))
-        raise CxrkitError(f"--data {source}: class(es) {listed} have fewer than {MIN_IMAGES_PER_CLASS} "
+        raise CxrkitError(f"data={source}: class(es) {listed} have fewer than {MIN_IMAGES_PER_CLASS} "
                           "images, too few to split into train, validation and test; add images "
                           "or remove the class")
 

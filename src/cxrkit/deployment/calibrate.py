@@ -46,23 +46,23 @@ def parse_selection(text: str) -> tuple[str, float | None]:
         threshold = None
     if threshold is not None and 0 <= threshold <= 1:
         return "fixed", threshold
-    raise CxrkitError(f"--select {text!r}: use {SELECT_HELP}")
+    raise CxrkitError(f"select={text!r}: use {SELECT_HELP}")
 
 
 def check_options(prevalence: float | None, cost_test: float | None,
                   check_fraction: float, n_bootstrap: int) -> None:
     """Refuse impossible settings before any image is read."""
     if prevalence is not None and not 0 < prevalence < 1:
-        raise CxrkitError(f"--prevalence {prevalence}: give the share of people screened who have "
+        raise CxrkitError(f"prevalence={prevalence}: give the share of people screened who have "
                           "the disease, strictly between 0 and 1 (e.g. 0.05 for 5%)")
     if cost_test is not None and not cost_test > 0:
-        raise CxrkitError(f"--cost-test {cost_test}: give the cost of one confirmatory test, "
+        raise CxrkitError(f"cost_test={cost_test}: give the cost of one confirmatory test, "
                           "a positive number")
     if not 0.1 <= check_fraction <= 0.9:
-        raise CxrkitError(f"--check-fraction {check_fraction}: keep between 0.1 and 0.9 of the site "
+        raise CxrkitError(f"check_fraction={check_fraction}: keep between 0.1 and 0.9 of the site "
                           "data for the check part (default 0.5)")
     if n_bootstrap < 100:
-        raise CxrkitError(f"--bootstrap {n_bootstrap}: use at least 100 resamples "
+        raise CxrkitError(f"n_bootstrap={n_bootstrap}: use at least 100 resamples "
                           "(1000 recommended)")
 
 
@@ -84,13 +84,13 @@ def site_table(data: str | Path, classes: list[str], positive_class: str, by: li
         unknown = [name for name in by if name not in columns.columns]
         if unknown:
             known = ", ".join(c for c in columns.columns if c != "path") or "none"
-            raise CxrkitError(f"--by {unknown[0]}: no such column in --data {data} (its columns: "
+            raise CxrkitError(f"by={unknown[0]}: no such column in data={data} (its columns: "
                               f"{known})")
         extra = [name for name in by if name not in table.columns]
         table = table.merge(columns[["path", *extra]], on="path", how="left")
     labels = set(table["label"])
     if len(labels) < 2:
-        raise CxrkitError(f"--data {data}: every image is {labels.pop()!r}; calibrating a "
+        raise CxrkitError(f"data={data}: every image is {labels.pop()!r}; calibrating a "
                           "threshold needs images of both classes from the site")
     table["positive"] = table["label"] == positive_class
     return table
@@ -99,7 +99,7 @@ def site_table(data: str | Path, classes: list[str], positive_class: str, by: li
 def extra_columns(data: Path) -> pd.DataFrame:
     """The site CSV with paths resolved as the manifest resolves them (for --by columns)."""
     if not (data.is_file() and data.suffix.lower() == ".csv"):
-        raise CxrkitError(f"--by needs --data to be a CSV with those columns; {data} is a folder")
+        raise CxrkitError(f"`by` needs `data` to be a CSV with those columns; {data} is a folder")
     table = pd.read_csv(data, dtype=str, keep_default_na=False)
     table.columns = [c.strip().lower() for c in table.columns]
     table["path"] = [str((data.parent / p).resolve()) for p in table["path"]]
@@ -254,7 +254,7 @@ def calibrate_site(run_dir: str | Path, data: str | Path, site: str | None = Non
     run_dir = Path(run_dir).expanduser()
     site = site or Path(str(data)).stem
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", site):
-        raise CxrkitError(f"--site {site!r}: use letters, digits, '.', '_' or '-'")
+        raise CxrkitError(f"site={site!r}: use letters, digits, '.', '_' or '-'")
     predictor = load_torch_predictor(run_dir)
     positive_index = positive_class_index(predictor.classes)
     if positive_index is None:
@@ -266,11 +266,11 @@ def calibrate_site(run_dir: str | Path, data: str | Path, site: str | None = Non
         add_site_point(points, site, {}, overwrite=False)  # raises the one-line refusal
     out_dir = Path(out_dir).expanduser() if out_dir else run_dir / "sites" / site
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise CxrkitError(f"{out_dir} already has a calibration; pass --overwrite to replace it, "
-                          "or --out DIR to write elsewhere")
+        raise CxrkitError(f"{out_dir} already has a calibration; pass overwrite=True to replace it, "
+                          "or out_dir=DIR to write elsewhere")
 
     positive_class = points["positive_class"]
-    probabilities, table, skipped = predict_table(predictor, table, f"--data {data}", batch_size)
+    probabilities, table, skipped = predict_table(predictor, table, f"data={data}", batch_size)
     table["score"] = probabilities[:, points["positive_index"]]
     data_hash, table["image_sha256"] = data_fingerprint(table)
     check = split_parts(table, check_fraction, seed)
@@ -323,7 +323,7 @@ def calibrate_site(run_dir: str | Path, data: str | Path, site: str | None = Non
                                     "out (listed in skipped_images.csv).")
     if prevalence_source != "given":
         document["warnings"].append(
-            f"No --prevalence given: PPV, NPV and the programme figures use the site data's own "
+            f"No `prevalence` given: PPV, NPV and the programme figures use the site data's own "
             f"prevalence ({prevalence:.3f}), which is rarely the screened population's.")
     if chosen:
         result = check_point(checking["positive"].to_numpy(), checking["score"].to_numpy(),
@@ -423,12 +423,12 @@ def read_reference_scores(path: str | Path) -> tuple[np.ndarray, dict]:
         folders = sorted(p for p in (path / "sites").iterdir() if (p / SCORES_FILE).is_file())
         if len(folders) != 1:
             names = ", ".join(p.name for p in folders) or "none"
-            raise CxrkitError(f"--reference {path}: give one calibration folder "
+            raise CxrkitError(f"reference={path}: give one calibration folder "
                               f"({path}/sites/NAME; this run has: {names})")
         path = folders[0]
     scores_file, result_file = path / SCORES_FILE, path / RESULT_FILE
     if not (scores_file.is_file() and result_file.is_file()):
-        raise CxrkitError(f"--reference {path}: not a calibration folder (no {SCORES_FILE} and "
+        raise CxrkitError(f"reference={path}: not a calibration folder (no {SCORES_FILE} and "
                           f"{RESULT_FILE}); give RUN/sites/NAME made by `cxrkit calibrate`")
     scores = pd.read_csv(scores_file)
     return (scores.loc[scores["part"] == "calibration", "score"].to_numpy(dtype=np.float64),

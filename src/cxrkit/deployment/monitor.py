@@ -140,27 +140,27 @@ def read_outcomes(path: str | Path, first: pd.DataFrame,
 
     path = Path(path).expanduser()
     if not path.is_file():
-        raise CxrkitError(f"--outcomes {path}: no such file")
+        raise CxrkitError(f"outcomes={path}: no such file")
     try:
         table = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise CxrkitError(f"--outcomes {path}: cannot parse CSV ({error})") from error
+        raise CxrkitError(f"outcomes={path}: cannot parse CSV ({error})") from error
     table.columns = [c.strip().lower() for c in table.columns]
     outcome = next((c for c in ("outcome", "label") if c in table.columns), None)
     if outcome is None or not {"image_sha256", "path"} & set(table.columns):
-        raise CxrkitError(f"--outcomes {path}: needs an image_sha256 (or path) column and an "
+        raise CxrkitError(f"outcomes={path}: needs an image_sha256 (or path) column and an "
                           "outcome (or label) column")
     if "image_sha256" not in table.columns:
         files = [path.parent / p for p in table["path"]]
         absent = [str(f) for f in files if not f.is_file()]
         if absent:
-            raise CxrkitError(f"--outcomes {path}: {len(absent)} listed image(s) do not exist "
+            raise CxrkitError(f"outcomes={path}: {len(absent)} listed image(s) do not exist "
                               f"(e.g. {absent[0]}); paths are relative to the CSV's folder")
         table["image_sha256"] = [file_sha256(f) for f in files]
     unknown = ~table["image_sha256"].isin(first["image_sha256"])
     if unknown.any():
         example = table.loc[unknown].iloc[0]
-        raise CxrkitError(f"--outcomes {path}: {int(unknown.sum())} of {len(table)} outcome(s) "
+        raise CxrkitError(f"outcomes={path}: {int(unknown.sum())} of {len(table)} outcome(s) "
                           f"name images the log never scored (e.g. "
                           f"{example.get('path') or example['image_sha256']}); check that the "
                           "outcomes belong to this log, or remove those rows")
@@ -207,11 +207,11 @@ def monitor_log(log_url: str, outcomes: str | Path | None = None,
     from cxrkit.serve.model import finite_json
 
     if psi_max <= 0:
-        raise CxrkitError(f"--psi-max {psi_max}: give a positive PSI (0.25 = major shift)")
+        raise CxrkitError(f"psi_max={psi_max}: give a positive PSI (0.25 = major shift)")
     if not 0 < ks_max < 1:
-        raise CxrkitError(f"--ks-max {ks_max}: give a KS statistic between 0 and 1")
+        raise CxrkitError(f"ks_max={ks_max}: give a KS statistic between 0 and 1")
     if min_sensitivity is not None and not 0 < min_sensitivity < 1:
-        raise CxrkitError(f"--min-sensitivity {min_sensitivity}: give a value between 0 and 1")
+        raise CxrkitError(f"min_sensitivity={min_sensitivity}: give a value between 0 and 1")
     reference_scores, calibration = (read_reference_scores(reference) if reference is not None
                                      else (None, None))
     log, counts = read_log(log_url)

@@ -65,9 +65,9 @@ def connect(text: str, create: bool = False):
             table.metadata.create_all(engine)
         elif not inspect(engine).has_table(TABLE):
             raise CxrkitError(f"{text}: holds no cxrkit request log (no table {TABLE}); give the "
-                              "--log database of `cxrkit serve`")
+                              "`log` database of `cxrkit serve`")
     except (ArgumentError, NoSuchModuleError) as error:
-        raise CxrkitError(f"--log {text}: not a usable database URL ({error}); give a SQLite "
+        raise CxrkitError(f"log={text}: not a usable database URL ({error}); give a SQLite "
                           "file path or e.g. postgresql+psycopg2://user@host/db (pip install "
                           "'cxrkit[postgres]')") from error
     except DBAPIError as error:

@@ -216,6 +216,6 @@ def write_srs(folder: Path, paths: list[str], model_id: str, predictions: list[d
             continue
         target = folder / f"{Path(path).stem}.sr.dcm"
         if target.exists() and not overwrite:
-            raise CxrkitError(f"--sr-dir: {target} already exists; pass --overwrite to replace it")
+            raise CxrkitError(f"`sr_dir`: {target} already exists; pass overwrite=True to replace it")
         written.append(dicom_sr(path, prediction, model_id, target))
     return written

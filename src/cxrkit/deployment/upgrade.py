@@ -42,7 +42,7 @@ def only_site(document: dict | None, run_dir: Path) -> str:
     sites = list((document or {}).get("sites", {}))
     if len(sites) != 1:
         raise CxrkitError(f"{run_dir} has site operating points {sites or 'none'}; name the "
-                          "one to compare at with --site NAME (made by `cxrkit calibrate "
+                          "one to compare at with site=NAME (made by `cxrkit calibrate "
                           "--select`)")
     return sites[0]
 
@@ -77,11 +77,11 @@ def compare_deployment(old_run: str | Path, new_run: str | Path, data: str | Pat
     excluded = int(table["path"].isin(used).sum())
     table = table[~table["path"].isin(used)]
     if table["positive"].nunique() < 2:
-        raise CxrkitError(f"--data {data}: after leaving out the {excluded} images the old site "
+        raise CxrkitError(f"data={data}: after leaving out the {excluded} images the old site "
                           "point was calibrated on, images of both classes are needed")
     scores = {}
     for name, predictor in (("old", old), ("new", new)):
-        probabilities, kept, _ = predict_table(predictor, table, f"--data {data}", batch_size)
+        probabilities, kept, _ = predict_table(predictor, table, f"data={data}", batch_size)
         scores[name] = pd.Series(probabilities[:, positive_index], index=kept["path"])
     common = scores["old"].index.intersection(scores["new"].index)
     positive = table.set_index("path").loc[common, "positive"].to_numpy(dtype=bool)

@@ -81,7 +81,7 @@ def compare_runs(run_dirs: list[str | Path], out_dir: str | Path = "comparison",
     out_dir = Path(out_dir).expanduser()
     existing = [name for name in OUTPUTS if (out_dir / name).exists()]
     if existing and not overwrite:
-        raise CxrkitError(f"{out_dir / existing[0]} exists; pass --overwrite or choose --out DIR")
+        raise CxrkitError(f"{out_dir / existing[0]} exists; pass overwrite=True or choose out_dir=DIR")
     runs = [Path(r).expanduser() for r in run_dirs]
     names = [r.name for r in runs]
     labels = names if len(set(names)) == len(names) else [str(r) for r in runs]
@@ -94,7 +94,7 @@ def compare_runs(run_dirs: list[str | Path], out_dir: str | Path = "comparison",
         test_sets[label] = frozenset(predictions["path"])
     if len(set(test_sets.values())) > 1:
         warnings.append("The runs were evaluated on different test images; their figures are not "
-                        "directly comparable (train with --split-file to share one test set).")
+                        "directly comparable (train with `split_file` to share one test set).")
     table = pd.DataFrame(rows)
     out_dir.mkdir(parents=True, exist_ok=True)
     table.to_csv(out_dir / "comparison.csv", index=False)

@@ -16,11 +16,11 @@ def match_classes(data_labels: list[str], classes: list[str], class_map: dict[st
     """Map each data label to a model class: --class-map, then exact, then case-insensitive name."""
     unknown_targets = sorted(set(class_map.values()) - set(classes))
     if unknown_targets:
-        raise CxrkitError(f"--class-map maps to {unknown_targets}, which the model does not have; "
+        raise CxrkitError(f"`class_map` maps to {unknown_targets}, which the model does not have; "
                           f"its classes are {', '.join(classes)}")
     unknown_sources = sorted(set(class_map) - set(data_labels))
     if unknown_sources:
-        raise CxrkitError(f"--class-map names {unknown_sources}, which are not classes of --data "
+        raise CxrkitError(f"`class_map` names {unknown_sources}, which are not classes of data="
                           f"{source} (its classes are {', '.join(data_labels)})")
     by_lower = {name.lower(): name for name in classes}
     mapping, unmatched = {}, []
@@ -36,10 +36,10 @@ def match_classes(data_labels: list[str], classes: list[str], class_map: dict[st
     if unmatched:
         suggested = {label: suggest_class(label, classes) for label in unmatched}
         pairs = [f"{label}={match}" for label, match in suggested.items() if match]
-        hint = (f"if they mean the same, map them with --class-map {','.join(pairs)}" if pairs else
-                "map each to a model class with --class-map DATA_CLASS=MODEL_CLASS if it means one")
+        hint = (f"if they mean the same, map them with class_map={','.join(pairs)}" if pairs else
+                "map each to a model class with class_map=DATA_CLASS=MODEL_CLASS if it means one")
         names = ", ".join(map(repr, unmatched))
-        raise CxrkitError(f"--data {source}: class(es) {names} do not match "
+        raise CxrkitError(f"data={source}: class(es) {names} do not match "
                           f"the model's classes ({', '.join(classes)}); {hint}")
     return mapping
 

@@ -50,7 +50,7 @@ def check_both_classes(y_true: np.ndarray, classes: list[str], where: str) -> No
         raise CxrkitError(
             f"{where} has images of one class only ({only!r}, n={len(y_true)}); ROC-AUC, "
             "sensitivity and specificity need images of at least two classes; evaluate on a set "
-            "that contains both (e.g. --data with Normal/ and a disease folder)")
+            "that contains both (e.g. `data` with Normal/ and a disease folder)")
 
 
 def per_class_specificity(confusion: np.ndarray) -> np.ndarray:

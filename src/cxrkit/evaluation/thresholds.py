@@ -65,7 +65,7 @@ def choose_thresholds(positive: np.ndarray, scores: np.ndarray,
                       target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY) -> dict[str, dict]:
     """The four operating points with their validation sensitivity and specificity."""
     if not 0 < target_sensitivity < 1:
-        raise CxrkitError(f"--sensitivity {target_sensitivity} must be between 0 and 1 (e.g. 0.9)")
+        raise CxrkitError(f"target_sensitivity={target_sensitivity} must be between 0 and 1 (e.g. 0.9)")
     positive = np.asarray(positive, dtype=bool)
     scores = np.asarray(scores, dtype=np.float64)
     fpr, tpr, roc_thresholds = roc_curve(positive, scores, drop_intermediate=False)
@@ -115,9 +115,9 @@ def build_operating_points(classes: list[str], y_val: np.ndarray, probabilities_
 
 def check_point_name(name: str, points: dict) -> None:
     if name not in points:
-        raise CxrkitError(f"--operating-point {name!r} is not one of this run's points "
+        raise CxrkitError(f"operating_point={name!r} is not one of this run's points "
                           f"({', '.join(points)}); for another sensitivity target use "
-                          "--operating-point sensitivity --sensitivity S --set-default --overwrite")
+                          "operating_point=sensitivity target_sensitivity=S set_default=True overwrite=True")
 
 
 def predict_at(probabilities: np.ndarray, operating_points: dict,
@@ -157,8 +157,8 @@ def add_site_point(document: dict, name: str, point: dict, overwrite: bool = Fal
     sites = document.setdefault(SITE_POINTS_KEY, {})
     if name in sites and not overwrite:
         raise CxrkitError(f"the run already has a site operating point {name!r} (calibrated "
-                          f"{sites[name].get('created')}); pass --overwrite to replace it, or "
-                          "--site OTHER to keep both")
+                          f"{sites[name].get('created')}); pass overwrite=True to replace it, or "
+                          "site=OTHER to keep both")
     sites[name] = point
     return document
 
@@ -173,12 +173,12 @@ def site_operating_points(document: dict | None, name: str, model_sha256: str,
     sites = (document or {}).get(SITE_POINTS_KEY, {})
     if name not in sites:
         known = ", ".join(sites) or "none"
-        raise CxrkitError(f"--site {name}: {where} has no such site operating point (it has: "
+        raise CxrkitError(f"site={name}: {where} has no such site operating point (it has: "
                           f"{known}); make one with `cxrkit calibrate RUN --data SITE.csv "
                           f"--site {name} --select 'sensitivity>=0.90'`")
     point = sites[name]
     if point.get("model_sha256") != model_sha256:
-        raise CxrkitError(f"--site {name}: its threshold was calibrated for a different "
+        raise CxrkitError(f"site={name}: its threshold was calibrated for a different "
                           f"model.ckpt than {where} has now; calibrate this model again "
                           "(`cxrkit calibrate ... --overwrite`)")
     selected = SITE_PREFIX + name
@@ -208,7 +208,7 @@ def describe_point(document: dict) -> str:
 def load_site_points(run_dir: Path | None, name: str) -> dict:
     """The run's operating points with site point `name` selected (see site_operating_points)."""
     if run_dir is None:
-        raise CxrkitError(f"--site {name}: site operating points live in a run folder; pass the "
+        raise CxrkitError(f"site={name}: site operating points live in a run folder; pass the "
                           "run folder rather than an exported model")
     from cxrkit.run_facts import model_fingerprint
 

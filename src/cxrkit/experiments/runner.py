@@ -41,7 +41,7 @@ def run_experiment(
 ) -> pd.DataFrame:
     """Train the variants not yet done, write results.csv/.md and plots; return the table."""
     if jobs < 1:
-        raise CxrkitError(f"--jobs {jobs}: give 1 or more parallel trainings")
+        raise CxrkitError(f"jobs={jobs}: give 1 or more parallel trainings")
     out_dir = Path(out_dir).expanduser()
     shared = base_overrides(spec, data, overrides)
     if spec.kind == "leave-one-site-out":
@@ -104,11 +104,11 @@ def claim_out_dir(out_dir: Path, spec: ExperimentSpec, shared: dict[str, Any]) -
             changed = sorted(k for k in set(before) | set(settings) if before.get(k) != settings.get(k))
             raise CxrkitError(
                 f"{out_dir} holds an experiment with other settings ({', '.join(changed)} "
-                f"differ, see {path}); give another --out to keep both"
+                f"differ, see {path}); give another `out_dir` to keep both"
             )
         return False
     if out_dir.exists() and any(out_dir.iterdir()):
-        raise CxrkitError(f"{out_dir} exists and is not an experiment folder; give another --out")
+        raise CxrkitError(f"{out_dir} exists and is not an experiment folder; give another `out_dir`")
     return True
 
 

@@ -195,7 +195,7 @@ def plan_variants(spec: ExperimentSpec, shared: dict[str, Any]) -> list[Variant]
     if split_fields:
         raise CxrkitError(
             f"experiment {spec.name}: {split_fields[0]} cannot vary, as all variants share one "
-            "data set and split; run one experiment per setting (--data, or set: in the spec)"
+            "data set and split; run one experiment per setting (`data`, or set: in the spec)"
         )
     labels = _short_labels(varied)
     plans: dict[str, Variant] = {}

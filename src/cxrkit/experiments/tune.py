@@ -61,7 +61,7 @@ def open_storage(url: str):
 
     if "://" not in url:
         raise CxrkitError(
-            f"--storage {url}: give a database URL such as sqlite:///study.db or postgresql://user:password@host/db"
+            f"storage={url}: give a database URL such as sqlite:///study.db or postgresql://user:password@host/db"
         )
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     if url.startswith("sqlite:///"):
@@ -79,7 +79,7 @@ def open_storage(url: str):
         except Exception as error:  # workers starting together race to create the tables
             if attempt == OPEN_ATTEMPTS - 1:
                 raise CxrkitError(
-                    f"--storage {url}: cannot open the study database "
+                    f"storage={url}: cannot open the study database "
                     f"({type(error).__name__}: {str(error).splitlines()[0]})"
                 ) from error
             time.sleep(1 + attempt)
@@ -98,7 +98,7 @@ def run_tune(
 ) -> dict:
     """Run (or join) the study until it has `trials` trials; write the best as a recipe."""
     if trials < 1 or jobs < 1:
-        raise CxrkitError("--trials and --jobs must be at least 1")
+        raise CxrkitError("`trials` and `jobs` must be at least 1")
     if spec.kind == "leave-one-site-out":
         raise CxrkitError(f"experiment {spec.name} is a leave-one-site-out spec; run it with "
                           "`cxrkit experiment`, and tune on a spec with search: or axes:")
@@ -138,8 +138,8 @@ def tune_worker(
     trials_dir = out_dir / "trials" / study_name
     if trials_dir.is_dir() and any(trials_dir.iterdir()) and not study.get_trials(deepcopy=False):
         raise CxrkitError(
-            f"{trials_dir} holds trials of another study; give another --out "
-            "or --study-name, or the --storage that made them"
+            f"{trials_dir} holds trials of another study; give another `out_dir` "
+            "or `study_name`, or the `storage` that made them"
         )
 
     def objective(trial: optuna.Trial) -> float:
@@ -279,7 +279,7 @@ def _load_study(storage: str, study_name: str, monitor: str, split: Path):
     if study.direction.name.lower() != direction:
         raise CxrkitError(
             f"study {study_name} in {storage} is set to {study.direction.name.lower()}, "
-            f"but train.monitor={monitor} needs {direction}; use another --study-name"
+            f"but train.monitor={monitor} needs {direction}; use another `study_name`"
         )
     digest = hashlib.sha1(split.read_bytes()).hexdigest()
     known = study.user_attrs.get("split_sha1")
@@ -289,7 +289,7 @@ def _load_study(storage: str, study_name: str, monitor: str, split: Path):
     elif known != digest:
         raise CxrkitError(
             f"study {study_name} was run on another split ({study.user_attrs.get('split')}); "
-            "give the same data and split, or another --study-name"
+            "give the same data and split, or another `study_name`"
         )
     return study
 

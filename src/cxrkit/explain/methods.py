@@ -94,7 +94,7 @@ def resolve_target(classes: Sequence[str], target: str | int | None, probabiliti
         return int(target)
     names = {name.lower(): index for index, name in enumerate(classes)}
     if str(target).lower() not in names:
-        raise CxrkitError(f"--class {target!r}: not a class of this model; choose one of {', '.join(classes)}")
+        raise CxrkitError(f"target={target!r}: not a class of this model; choose one of {', '.join(classes)}")
     return names[str(target).lower()]
 
 
@@ -110,13 +110,13 @@ def resolve_layer(predictor, layer: str | None) -> tuple[str, nn.Module]:
         else:
             convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
             if not convs:
-                raise CxrkitError("the model has no Conv2d layer for Grad-CAM; pass --layer NAME")
+                raise CxrkitError("the model has no Conv2d layer for Grad-CAM; pass layer=NAME")
             layer = convs[-1]
     try:
         return layer, model.get_submodule(layer)
     except AttributeError as error:
         tops = ", ".join(n for n, _ in model.named_children())
-        raise CxrkitError(f"--layer {layer!r}: the model has no such layer; top-level layers are {tops}") from error
+        raise CxrkitError(f"layer={layer!r}: the model has no such layer; top-level layers are {tops}") from error
 
 
 def training_background(predictor, n: int = 16, seed: int = 0) -> np.ndarray:
@@ -310,14 +310,14 @@ def explain(
     """
     method = method.lower()
     if method not in ATTRIBUTORS:
-        raise CxrkitError(f"--method {method!r}: choose one of {', '.join(METHODS)}")
+        raise CxrkitError(f"method={method!r}: choose one of {', '.join(METHODS)}")
     unknown = sorted(set(options) - set(method_options(method)))
     if unknown:
         raise CxrkitError(
             f"{method} has no option(s) {', '.join(unknown)}; it takes {', '.join(method_options(method)) or 'none'}"
         )
     if layer is not None and method not in CAM_METHODS:
-        raise CxrkitError(f"--layer applies to {' and '.join(CAM_METHODS)} only, not {method}")
+        raise CxrkitError(f"`layer` applies to {' and '.join(CAM_METHODS)} only, not {method}")
     model = torch_model(predictor)
     prepared = predictor.prepare(image)
     x = model_input(predictor, prepared)

@@ -80,7 +80,8 @@ def save_overlay(
     paths = output_paths(out_dir, stem)
     existing = [str(p) for p in paths.values() if p.exists()]
     if existing and not overwrite:
-        raise CxrkitError(f"{existing[0]} already exists; pass --overwrite to replace it or --out to write elsewhere")
+        raise CxrkitError(f"{existing[0]} already exists; pass overwrite=True to replace it or another "
+                          "`out_dir` to write elsewhere")
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     np.save(paths["heatmap"], explanation.heatmap)
     Image.fromarray(overlay(explanation)).save(paths["overlay"])

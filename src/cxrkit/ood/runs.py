@@ -49,7 +49,7 @@ def add_reference(run_dir: str | Path, overwrite: bool = False, batch_size: int 
     run_dir = path.parent
     checkpoint = read_checkpoint(path)
     if checkpoint.get("ood") is not None and not overwrite:
-        raise CxrkitError(f"{path} already has an out-of-distribution reference; pass --overwrite "
+        raise CxrkitError(f"{path} already has an out-of-distribution reference; pass overwrite=True "
                           "to recompute it")
     split_file = run_dir / "split.csv"
     if not split_file.is_file():

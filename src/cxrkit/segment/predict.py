@@ -53,7 +53,7 @@ def predict_masks(segmenter: LungSegmenter, paths: list[str], out: Path, overwri
     existing = [t for t in targets if t.exists()]
     if existing and not overwrite:
         raise CxrkitError(f"{existing[0]} already exists ({len(existing)} file(s) would be replaced); "
-                          "pass --overwrite or choose another --out")
+                          "pass overwrite=True or choose another `out`")
     out.mkdir(parents=True, exist_ok=True)
     rows, failed = [], []
     for path, name in zip(paths, names, strict=True):

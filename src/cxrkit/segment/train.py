@@ -61,7 +61,7 @@ def read_segment_recipe(name: str = RECIPE, overrides: dict | None = None) -> Se
     elif name == RECIPE:
         text = (resources.files("cxrkit") / "segment" / f"{RECIPE}.yaml").read_text()
     else:
-        raise CxrkitError(f"--recipe {name}: unknown segmentation recipe; use {RECIPE} or a .yaml file")
+        raise CxrkitError(f"recipe={name}: unknown segmentation recipe; use {RECIPE} or a .yaml file")
     data = {**(yaml.safe_load(text) or {}), **(overrides or {})}
     try:
         return SegmentConfig.model_validate(data)
@@ -75,7 +75,7 @@ def read_mask_table(csv_path: str | Path) -> pd.DataFrame:
     """Rows of the CSV that have a mask: absolute `path`, `mask`, and `patient`, `site` (defaults filled)."""
     csv_path = Path(csv_path).expanduser()
     if not csv_path.is_file() or csv_path.suffix.lower() != ".csv":
-        raise CxrkitError(f"--data {csv_path}: give a CSV with columns path,mask[,patient][,site]")
+        raise CxrkitError(f"data={csv_path}: give a CSV with columns path,mask[,patient][,site]")
     table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
     table.columns = [c.strip().lower() for c in table.columns]
     missing = {"path", "mask"} - set(table.columns)

@@ -276,11 +276,11 @@ def folder_examples(folder: str | Path) -> list[Path]:
     """Up to MAX_EXAMPLES image files from a folder given with --examples."""
     folder = Path(folder).expanduser()
     if not folder.is_dir():
-        raise CxrkitError(f"--examples {folder}: no such folder")
+        raise CxrkitError(f"examples={folder}: no such folder")
     root = folder.resolve()
     files = sorted(path for path in folder.iterdir() if usable_example(path, root))
     if not files:
-        raise CxrkitError(f"--examples {folder}: no readable PNG, JPEG or DICOM images in it")
+        raise CxrkitError(f"examples={folder}: no readable PNG, JPEG or DICOM images in it")
     return files[:MAX_EXAMPLES]
 
 

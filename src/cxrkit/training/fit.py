@@ -55,9 +55,9 @@ def check_run_name(name: str) -> str:
     text = str(name)
     if (not text.strip() or text in (".", "..") or "/" in text or "\\" in text or "\0" in text
             or Path(text).is_absolute() or Path(text).name != text):
-        raise CxrkitError(f"--name {text!r}: a run name is one folder name inside --output-dir "
+        raise CxrkitError(f"name={text!r}: a run name is one folder name inside `output_dir` "
                           "(letters, digits, '-', '_', '.'; no '/', '..' or absolute path); "
-                          "use --output-dir to choose where runs go")
+                          "use `output_dir` to choose where runs go")
     return text
 
 
@@ -86,14 +86,14 @@ def prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
     (nothing but derived files) is replaced without --overwrite.
     """
     if run_dir.is_symlink() or (run_dir.exists() and not run_dir.is_dir()):
-        raise CxrkitError(f"run folder {run_dir} is a link or a file; choose another --name")
+        raise CxrkitError(f"run folder {run_dir} is a link or a file; choose another `name`")
     if run_dir.exists() and any(run_dir.iterdir()):
         if not is_run_folder(run_dir):
             raise CxrkitError(f"{run_dir} exists and is not a cxrkit run folder (no config.yaml made "
-                              "by cxrkit); refusing to touch it: choose another --name or --output-dir")
+                              "by cxrkit); refusing to touch it: choose another `name` or `output_dir`")
         if _has_training_state(run_dir) and not overwrite:
-            raise CxrkitError(f"run folder {run_dir} already exists; pass --overwrite to replace it, "
-                              "--name to pick another, or --resume to continue it")
+            raise CxrkitError(f"run folder {run_dir} already exists; pass overwrite=True to replace it, "
+                              "`name` to pick another, or `resume` to continue it")
         if not _has_training_state(run_dir):
             log.info("replacing %s: an earlier attempt stopped before its first checkpoint", run_dir)
         shutil.rmtree(run_dir)
@@ -265,7 +265,7 @@ def train(config: Config | str | None = None, *, callbacks: Sequence = (), use_t
     masks = {s: (readable["split"] == s).to_numpy() for s in ("train", "val", "test")}
     for split in ("train", "val"):
         if not masks[split].any():
-            raise CxrkitError(f"the {split} split has no readable images; check --data and skipped.csv")
+            raise CxrkitError(f"the {split} split has no readable images; check `data` and skipped.csv")
     mean, std = _normalisation(config, images.subset(masks["train"]))
     prep = Preprocessing(**{**prep.to_dict(), "mean": mean, "std": std})
     single_logit = config.train.loss == "bce"
@@ -294,9 +294,9 @@ def train(config: Config | str | None = None, *, callbacks: Sequence = (), use_t
             trainer.fit(module, datamodule=data, ckpt_path=checkpoint, weights_only=True)
     except SystemExit as stop:
         raise TrainingInterrupted(
-            f"training interrupted; checkpoint saved, continue with: cxrkit train --resume {run_dir}") from stop
+            f"training interrupted; checkpoint saved, continue with: `cxrkit train --resume {run_dir}`") from stop
     if trainer.interrupted:
-        raise TrainingInterrupted(f"training interrupted; continue with: cxrkit train --resume {run_dir}")
+        raise TrainingInterrupted(f"training interrupted; continue with: `cxrkit train --resume {run_dir}`")
 
     if not writer:
         return run_dir
@@ -338,7 +338,7 @@ def train(config: Config | str | None = None, *, callbacks: Sequence = (), use_t
 def _no_freezing_without_weights(config: Config) -> None:
     """Random initial weights are never frozen: freezing them would train only the head."""
     if config.model.weights == "none" and config.model.freeze != "none":
-        log.warning("model.freeze=%s ignored: with --weights none every layer starts random, so "
+        log.warning("model.freeze=%s ignored: with model.weights=none every layer starts random, so "
                     "nothing is frozen (recorded as freeze: none in config.yaml)", config.model.freeze)
         config.model.freeze = "none"
 
@@ -376,10 +376,10 @@ def _resume_checkpoint(run_dir: Path, overwrite: bool = False) -> str:
     """The newest of last.ckpt / interrupted.ckpt, checked to be a plain weights-only file."""
     checkpoints = [p for p in (run_dir / "checkpoints").glob("*.ckpt") if p.stem in ("last", "interrupted")]
     if not (run_dir / "config.yaml").is_file() or not checkpoints:
-        raise CxrkitError(f"--resume {run_dir}: no config.yaml or checkpoints/last.ckpt to resume from")
+        raise CxrkitError(f"resume={run_dir}: no config.yaml or checkpoints/last.ckpt to resume from")
     if is_finished_run(run_dir) and not overwrite:
-        raise CxrkitError(f"--resume {run_dir}: this run already finished (model.ckpt, training.json); "
-                          "nothing to resume. Use `cxrkit evaluate` on it, or add --overwrite to "
+        raise CxrkitError(f"resume={run_dir}: this run already finished (model.ckpt, training.json); "
+                          "nothing to resume. Use `cxrkit evaluate` on it, or add overwrite=True to "
                           "continue from its last checkpoint and replace its model and evaluation")
     newest = max(checkpoints, key=lambda p: p.stat().st_mtime)
     safe_torch_load(newest, "Lightning checkpoint")
