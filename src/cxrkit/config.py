@@ -6,12 +6,13 @@ allowed values. Overrides use dotted keys (`train.lr=0.001`, `model.name=resnet1
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from cxrkit.errors import CxrkitError
 
@@ -44,12 +45,22 @@ class DataConfig(Section):
     cache_dir: str | None = None
     num_workers: Annotated[int, Field(ge=0)] | Literal["auto"] = "auto"
 
+    @field_validator("group_pattern")
+    @classmethod
+    def _valid_regex(cls, pattern: str | None) -> str | None:
+        if pattern is not None:
+            try:
+                re.compile(pattern)
+            except re.error as error:
+                raise ValueError(f"not a valid regular expression ({error})") from None
+        return pattern
+
     def all_sources(self) -> list[DataSource]:
         """Every source: `sources`, or the single `source` with its `site` and `class_map`."""
         if self.sources:
             if self.source:
                 raise CxrkitError("data.source and data.sources are both set; list every source "
-                                  "under data.sources (or give --data once per source)")
+                                  "under data.sources (or give `data` once per source)")
             return list(self.sources)
         if not self.source:
             return []
@@ -97,6 +108,9 @@ class AugmentConfig(Section):
 
 
 class ModelConfig(Section):
+    """The architecture. `weights`: none, imagenet, a state dict file or a run folder to start
+    from; `freeze`: none, backbone (all but the head) or a layer name (it and all before it)."""
+
     name: str = "resnet18"
     weights: str = "none"
     freeze: str = "none"
@@ -116,6 +130,36 @@ class ModelConfig(Section):
         if name not in MODELS:
             raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
         return name
+
+    @field_validator("padding")
+    @classmethod
+    def _known_padding(cls, padding: str | int) -> str | int:
+        if padding in ("same", "valid") or (isinstance(padding, int) and not isinstance(padding, bool)
+                                             and padding >= 0):
+            return padding
+        raise ValueError("choose same, valid or a number of pixels (0 or more)")
+
+    @field_validator("weights")
+    @classmethod
+    def _known_weights(cls, weights: str, info: ValidationInfo) -> str:
+        if weights in ("none", "imagenet", "") or not (info.context or {}).get("check_paths"):
+            return weights
+        path = Path(weights).expanduser()
+        if not (path.is_file() or (path / "model.ckpt").is_file()):
+            raise ValueError("no such state dict file or run folder; choose none, imagenet, a state dict "
+                             "file or a run folder")
+        return weights
+
+    @model_validator(mode="after")
+    def _weights_and_freeze_fit_the_model(self) -> ModelConfig:
+        from cxrkit.models.registry import MODELS
+
+        if self.weights == "imagenet" and MODELS[self.name].torchvision_weights is None:
+            raise CxrkitError(f"model.weights=imagenet: {self.name} has no ImageNet weights; choose none, "
+                              "a state dict file or a run folder")
+        if self.freeze not in ("none", "backbone", ""):
+            _check_freeze_layer(self)
+        return self
 
 
 class TrainConfig(Section):
@@ -140,13 +184,53 @@ class TrainConfig(Section):
     precision: Literal["auto", "32", "bf16-mixed", "16-mixed"] = "auto"
     channels_last: bool = True
     seed: int = 42
-    accelerator: str = "auto"
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps", "tpu"] = "auto"
     devices: str | int = "auto"
     num_nodes: int = Field(1, ge=1)
     strategy: str = "auto"
     limit_train_batches: float | int = 1.0
     max_steps: int = Field(0, ge=0)
     compile: bool = False
+
+
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, strategy: str) -> str:
+        if strategy == "auto":
+            return strategy
+        from lightning.pytorch.strategies import StrategyRegistry
+
+        known = StrategyRegistry.available_strategies()
+        if strategy not in known:
+            raise ValueError(f"unknown Lightning strategy {strategy!r}; choose auto or one of {', '.join(known)}")
+        return strategy
+
+    @field_validator("devices")
+    @classmethod
+    def _known_devices(cls, devices: str | int) -> str | int:
+        if devices == "auto" or (isinstance(devices, int) and devices not in (0, False) and devices >= -1) or (
+                isinstance(devices, str) and re.fullmatch(r"\d+(,\d+)*,?", devices)):
+            return devices
+        raise ValueError("choose auto, -1 (every device), a number of devices or indices such as 0,1")
+
+    @field_validator("limit_train_batches")
+    @classmethod
+    def _some_batches(cls, limit: float | int) -> float | int:
+        if (isinstance(limit, float) and 0 < limit <= 1) or (isinstance(limit, int) and limit >= 1):
+            return limit
+        raise ValueError("choose a fraction of the batches (above 0, at most 1.0) or a number of batches")
+
+
+def _check_freeze_layer(model: ModelConfig) -> None:
+    """A layer name to freeze up to must be a layer of the model (built on the meta device)."""
+    import torch
+
+    from cxrkit.models.registry import build_model
+
+    options = {key: getattr(model, key) for key in ("width", "depth", "kernel_size", "stride", "padding", "pooling")}
+    with torch.device("meta"):
+        build_model(model.name, num_classes=2, weights="none", freeze=model.freeze, dropout=model.dropout,
+                    **options)
 
 
 MONITOR_MODES = {"val_auroc": "max", "val_loss": "min", "val_acc": "max", "val_balanced_acc": "max"}
@@ -208,31 +292,30 @@ def set_dotted(data: dict, key: str, value: Any) -> None:
 def parse_override(text: str) -> tuple[str, Any]:
     """'train.lr=0.001' -> ('train.lr', 0.001), values parsed as YAML scalars."""
     if "=" not in text:
-        raise CxrkitError(f"--set {text!r}: use KEY=VALUE, e.g. --set train.lr=0.001")
+        raise CxrkitError(f"overrides={text!r}: use KEY=VALUE, e.g. overrides=train.lr=0.001")
     key, value = text.split("=", 1)
     return key.strip(), yaml.safe_load(value) if value.strip() else None
 
 
-def build_config(recipe: str | None = None, overrides: dict[str, Any] | None = None,
-                 base: dict | None = None) -> Config:
-    """Resolve recipe < base dict < dotted overrides into a validated Config."""
+def build_config(recipe: str | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Resolve recipe < dotted overrides into a validated Config; a `model.weights` path must exist."""
     data: dict = {}
     if recipe:
         data = read_recipe(recipe)
         data.setdefault("recipe", recipe)
-    for source in (base or {}), :
-        for key, value in _flatten(source).items():
-            set_dotted(data, key, value)
     for key, value in (overrides or {}).items():
         if value is not None:
             set_dotted(data, key, value)
-    return validate_config(data)
+    return validate_config(data, check_paths=True)
 
 
-def validate_config(data: dict) -> Config:
-    """Validate a nested dict, turning pydantic's report into one line per problem."""
+def validate_config(data: dict, check_paths: bool = False) -> Config:
+    """Validate a nested dict, turning pydantic's report into one line per problem.
+
+    `check_paths` also checks that files the config names exist (a new config; a run's saved
+    config.yaml stays readable after its starting weights moved)."""
     try:
-        return Config.model_validate(data)
+        return Config.model_validate(data, context={"check_paths": check_paths})
     except ValidationError as error:
         problems = []
         for item in error.errors():
@@ -242,7 +325,8 @@ def validate_config(data: dict) -> Config:
                 known = list(_section_fields(section)) if section else list(Config.model_fields)
                 problems.append(f"unknown option {where}; known: {', '.join(known)}")
             else:
-                problems.append(f"{where}: {item['msg']} (got {item.get('input')!r})")
+                message = item["msg"].removeprefix("Value error, ")
+                problems.append(f"{where}: {message} (got {item.get('input')!r})")
         raise CxrkitError("; ".join(problems)) from None
 
 
@@ -251,17 +335,6 @@ def _section_fields(section: str) -> dict:
     if field is None or not isinstance(field.annotation, type):
         return {}
     return field.annotation.model_fields
-
-
-def _flatten(data: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in data.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(_flatten(value, dotted + "."))
-        else:
-            flat[dotted] = value
-    return flat
 
 
 def config_to_yaml(config: Config) -> str:
