@@ -54,6 +54,14 @@ def test_help_lists_every_verb(capsys):
         assert verb in out
 
 
+def test_a_missing_command_module_fails_loudly(monkeypatch):
+    import cxrkit.cli as cli
+
+    monkeypatch.setattr(cli, "COMMAND_MODULES", (*cli.COMMAND_MODULES, "no_such_command"))
+    with pytest.raises(ModuleNotFoundError, match="cxrkit.commands.no_such_command"):
+        cli.build_parser()
+
+
 def test_recipes_lists_every_seed_recipe(capsys):
     assert main(["recipes"]) == 0
     out = capsys.readouterr().out

@@ -27,14 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="cxrkit", description="Chest X-ray classifiers: train, evaluate, explain, serve.")
     parser.add_argument("--version", action="version", version=f"cxrkit {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"cxrkit.commands.{name}")
-        except ModuleNotFoundError as error:
-            if error.name == f"cxrkit.commands.{name}":
-                continue
-            raise
-        module.register(subparsers)
+    for name in COMMAND_MODULES:  # a missing or broken command module fails loudly here
+        importlib.import_module(f"cxrkit.commands.{name}").register(subparsers)
     return parser
 
 
