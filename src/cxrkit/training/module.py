@@ -16,6 +16,7 @@ from torchmetrics.classification import (
 )
 
 from cxrkit.config import TrainConfig, monitor_mode
+from cxrkit.data.normalise import Normaliser
 from cxrkit.inference import probabilities_from_logits
 
 OPTIMIZERS = {
@@ -54,10 +55,8 @@ class Classifier(L.LightningModule):
         self.augment = augment
         self.num_classes = num_classes
         self.config = train_config
-        self.channels = channels
         self.single_logit = single_logit
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+        self.normaliser = Normaliser(channels, mean, std)
         self.register_buffer("class_weights", class_weights if class_weights is not None else torch.ones(
             num_classes))
         self.val_loss = MeanMetric()
@@ -74,10 +73,8 @@ class Classifier(L.LightningModule):
         return batch
 
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 (0-255) or float (0-1) batches to the model's normalised input."""
-        batch = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
-        batch = batch.expand(-1, self.channels, -1, -1)
-        batch = (batch - self.mean) / self.std
+        """uint8 (0-255) or float (0-1) batches to the model's normalised input (`Normaliser`)."""
+        batch = self.normaliser(images)
         if self.config.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
         return batch
