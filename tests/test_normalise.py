@@ -154,3 +154,11 @@ def test_training_predictor_and_onnx_agree_on_real_tb_images(tmp_path: Path):
     shifted = training_probabilities(run, checked, tmp_path / "cache", shift=1 / 255)
     assert float(np.abs(shifted - outputs["training"]).max()) > 10 * TOLERANCE, "the check could not fail"
     print(f"max |difference| training vs Predictor/ONNX on {len(checked)} real tb images: {largest:.2e}")
+
+
+def test_training_checkpoints_from_before_the_normaliser_still_load():
+    model = build_model("baseline_cnn", num_classes=2, in_channels=1, width=4, depth=2)
+    module = Classifier(model, 2, TrainConfig(), (0.5,), (0.25,), 1)
+    old = {**module.state_dict(), "mean": torch.full((1, 1, 1, 1), 0.5), "std": torch.full((1, 1, 1, 1), 0.25)}
+    module.load_state_dict(old)  # strict, as Lightning resumes
+    assert "mean" not in module.state_dict() and float(module.normaliser.mean) == 0.5

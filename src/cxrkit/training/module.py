@@ -28,6 +28,8 @@ OPTIMIZERS = {
                                                      weight_decay=c.weight_decay),
 }
 
+LEGACY_BUFFERS = ("mean", "std")  # Classifier buffers before the Normaliser held them
+
 
 def focal_loss(logits: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor | None,
                gamma: float) -> torch.Tensor:
@@ -71,6 +73,12 @@ class Classifier(L.LightningModule):
             with torch.no_grad():
                 batch = self.augment(images), targets
         return batch
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """Also loads checkpoints written before the `Normaliser`, which held mean/std as buffers
+        (their home is the preprocessing contract; the values are dropped, not used)."""
+        kept = {key: value for key, value in state_dict.items() if key not in LEGACY_BUFFERS}
+        return super().load_state_dict(kept, strict=strict, assign=assign)
 
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (0-255) or float (0-1) batches to the model's normalised input (`Normaliser`)."""
