@@ -166,9 +166,9 @@ class OodScorer(nn.Module):
         return logits, score
 
 
-def _batches(images: np.ndarray, batch_size: int, to_input: Callable[[np.ndarray], np.ndarray]):
+def _batches(images: np.ndarray, batch_size: int, to_input: Callable[[np.ndarray], torch.Tensor]):
     for start in range(0, len(images), batch_size):
-        yield torch.from_numpy(to_input(images[start:start + batch_size]))
+        yield to_input(images[start:start + batch_size])
 
 
 @torch.no_grad()
@@ -185,7 +185,7 @@ def _features(traced: nn.Module, images: np.ndarray, to_input, batch_size: int,
 
 
 def fit_reference(model: nn.Module, train_images: np.ndarray, train_labels: np.ndarray,
-                  val_images: np.ndarray, to_input: Callable[[np.ndarray], np.ndarray],
+                  val_images: np.ndarray, to_input: Callable[[np.ndarray], torch.Tensor],
                   percentile: float = DEFAULT_PERCENTILE, batch_size: int = 64,
                   seed: int = 0) -> dict:
     """The OOD reference of a trained model: a dict of tensors/lists for model.ckpt.
@@ -204,7 +204,7 @@ def fit_reference(model: nn.Module, train_images: np.ndarray, train_labels: np.n
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    example = torch.from_numpy(to_input(train_images[:2])).to(device)
+    example = to_input(train_images[:2]).to(device)
     traced, layers = trace_features(model, example)
     train_features = _features(traced, train_images, to_input, batch_size, device)
     classes = np.unique(train_labels)

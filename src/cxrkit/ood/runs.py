@@ -42,7 +42,7 @@ def add_reference(run_dir: str | Path, overwrite: bool = False, batch_size: int 
     """
     import torch
 
-    from cxrkit.data.preprocess import normalise
+    from cxrkit.data.normalise import model_input
     from cxrkit.ood.reference import fit_reference
 
     path = resolve_checkpoint(run_dir)
@@ -72,7 +72,7 @@ def add_reference(run_dir: str | Path, overwrite: bool = False, batch_size: int 
             raise CxrkitError(f"{split_file}: no readable {split} images; the reference needs them")
         prepared[split] = (np.stack(images), np.asarray(labels))
     reference = fit_reference(predictor.model, *prepared["train"], prepared["val"][0],
-                              lambda batch: normalise(batch, predictor.preprocessing),
+                              lambda batch: model_input(batch, predictor.preprocessing),
                               batch_size=batch_size)
     old_fingerprint = model_fingerprint(run_dir)
     checkpoint["ood"] = reference
