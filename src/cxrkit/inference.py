@@ -45,7 +45,7 @@ class FilePredictions(NamedTuple):
 
 
 CHECKPOINT_NAME = "model.ckpt"
-_SCORER_LOCK = threading.Lock()
+_TRACE_LOCK = threading.Lock()  # torch.fx tracing patches torch globally: one trace at a time
 CHECKPOINT_FORMAT = "cxrkit-model-v1"
 
 
@@ -222,7 +222,7 @@ class Predictor(BasePredictor):
     @property
     def ood_scorer(self):
         """The model traced to return logits and the OOD score (built on first use)."""
-        with _SCORER_LOCK:  # torch.fx tracing is not thread-safe
+        with _TRACE_LOCK:  # torch.fx tracing is not thread-safe
             if self._scorer is None and self.ood is not None:
                 import torch
 
@@ -257,11 +257,12 @@ class Predictor(BasePredictor):
         import torch
         from torch.fx.experimental.optimization import fuse
 
-        if self._inference_model is None:
-            model = copy.deepcopy(self.model).eval()
-            with contextlib.suppress(Exception):  # a model torch.fx cannot trace runs unfused
-                model = fuse(model)
-            self._inference_model = model.to(memory_format=torch.channels_last)
+        with _TRACE_LOCK:  # concurrent first requests would trace at once (not thread-safe)
+            if self._inference_model is None:
+                model = copy.deepcopy(self.model).eval()
+                with contextlib.suppress(Exception):  # a model torch.fx cannot trace runs unfused
+                    model = fuse(model)
+                self._inference_model = model.to(memory_format=torch.channels_last)
         return self._inference_model
 
     def _outputs(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
