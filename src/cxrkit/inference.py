@@ -282,9 +282,10 @@ class Predictor(BasePredictor):
         import torch
 
         with torch.inference_mode():
-            inputs = self.normaliser(torch.from_numpy(batch)[:, None])
+            inputs = self.normaliser(torch.from_numpy(batch)[:, None]).contiguous(
+                memory_format=torch.channels_last)
             if self.ood_scorer is None:
-                logits, scores = self.inference_model()(inputs.contiguous(memory_format=torch.channels_last)), None
+                logits, scores = self.inference_model()(inputs), None
             else:
                 logits, scores = self.ood_scorer(inputs)
                 scores = scores.numpy()
