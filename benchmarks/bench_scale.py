@@ -140,7 +140,8 @@ def main() -> int:
     workers = len(os.sched_getaffinity(0))
     made = generate(data, args.n, args.size, workers)
     print(f"images: {args.n:,} at {args.size} px in {data}"
-          + (f" (generated in {made:.0f} s)" if made else " (already there)"), flush=True)
+          + (f" (generated in {made:.0f} s, {args.n / made:,.0f} images/s)" if made else " (already there)"),
+          flush=True)
     if args.generate_only:
         return 0
     work = args.out or Path(tempfile.mkdtemp(prefix="cxrkit-bench-scale-"))

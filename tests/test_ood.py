@@ -103,6 +103,35 @@ def test_feature_layers_are_found_generically(name: str):
     assert features[-1].shape[1] == last_linear.in_features  # the penultimate features
 
 
+@pytest.mark.parametrize("name", ["baseline_cnn", "resnet18"])
+def test_prediction_scorer_folds_batchnorm_and_scores_as_the_plain_one(name: str):
+    """Prediction runs the OOD scorer on the BatchNorm-folded channels_last model: same logits and
+    scores as the scorer over the model as trained, to float rounding."""
+    from cxrkit.data.preprocess import Preprocessing
+    from cxrkit.inference import Predictor
+
+    torch.manual_seed(0)
+    model = build_model(name, 2, in_channels=1)
+    with torch.no_grad():  # BatchNorm statistics far from their initial 0 / 1
+        model(3 * torch.randn(8, 1, 64, 64) + 1)
+    model.eval()
+    example = torch.randn(4, 1, 64, 64)
+    traced, layers = trace_features(model, example[:2])
+    with torch.no_grad():
+        sizes = [feature.shape[1] for feature in traced(example)[1]]
+    reference = {"layers": layers, "means": [torch.randn(2, s) for s in sizes],
+                 "precisions": [torch.eye(s) for s in sizes], "scales": torch.rand(len(sizes)) + 0.5,
+                 "threshold": 1.0}
+    predictor = Predictor(model, ["a", "b"], Preprocessing(image_size=64, channels=1), ood=reference)
+    scorer = predictor.ood_scorer
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in scorer.modules())
+    with torch.no_grad():
+        expected = OodScorer(model, reference, example[:2])(example)
+        logits, scores = scorer(example.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(logits, expected[0], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(scores, expected[1], atol=1e-4, rtol=1e-4)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_every_registry_model_gets_a_scorer(name: str):

@@ -230,7 +230,9 @@ class Predictor(BasePredictor):
 
                 side = self.preprocessing.image_size
                 example = torch.zeros(2, self.preprocessing.channels, side, side)
-                self._scorer = OodScorer(self.model, self.ood, example).eval()
+                scorer = OodScorer(self.model, self.ood, example).eval()
+                scorer.features = _fused_channels_last(scorer.features)
+                self._scorer = scorer
         return self._scorer
 
     @property
@@ -248,34 +250,44 @@ class Predictor(BasePredictor):
         return model_input(np.stack([self.prepare(image) for image in images]), self.preprocessing)
 
     def inference_model(self):
-        """`model` as prediction runs it: BatchNorm folded into the convolutions before it
-        (torch.fx) and channels_last memory; the same outputs to float rounding, about twice
-        as fast on CPUs. `model` itself stays as it is for explanations."""
-        import contextlib
-        import copy
-
-        import torch
-        from torch.fx.experimental.optimization import fuse
-
+        """`model` as prediction runs it (see `_fused_channels_last`); `model` itself stays as
+        it is for explanations."""
         with _TRACE_LOCK:  # concurrent first requests would trace at once (not thread-safe)
             if self._inference_model is None:
-                model = copy.deepcopy(self.model).eval()
-                with contextlib.suppress(Exception):  # a model torch.fx cannot trace runs unfused
-                    model = fuse(model)
-                self._inference_model = model.to(memory_format=torch.channels_last)
+                self._inference_model = _fused_channels_last(self.model)
         return self._inference_model
 
     def _outputs(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         import torch
 
+        # Build the traced models first: while torch.fx traces, every module call in any thread breaks.
+        scorer = self.ood_scorer
+        model = self.inference_model() if scorer is None else None
         with torch.inference_mode():
-            inputs = self.normaliser(torch.from_numpy(batch)[:, None])
-            if self.ood_scorer is None:
-                logits, scores = self.inference_model()(inputs.contiguous(memory_format=torch.channels_last)), None
+            inputs = self.normaliser(torch.from_numpy(batch)[:, None]).contiguous(
+                memory_format=torch.channels_last)
+            if scorer is None:
+                logits, scores = model(inputs), None
             else:
-                logits, scores = self.ood_scorer(inputs)
+                logits, scores = scorer(inputs)
                 scores = scores.numpy()
             return probabilities_from_logits(logits, self.single_logit).numpy(), scores
+
+
+def _fused_channels_last(model):
+    """A copy of `model` for prediction: BatchNorm folded into the convolutions before it
+    (torch.fx) and channels_last memory; the same outputs to float rounding, about twice as
+    fast on CPUs. A model torch.fx cannot trace runs unfused."""
+    import contextlib
+    import copy
+
+    import torch
+    from torch.fx.experimental.optimization import fuse
+
+    model = copy.deepcopy(model).eval()
+    with contextlib.suppress(Exception):
+        model = fuse(model)
+    return model.to(memory_format=torch.channels_last)
 
 
 def _prepare_files(paths: list[str], prep: dict,

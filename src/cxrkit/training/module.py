@@ -20,13 +20,17 @@ from cxrkit.data.normalise import Normaliser
 from cxrkit.data.preprocess import Preprocessing
 from cxrkit.inference import probabilities_from_logits
 
+# Fused kernels (one pass over all parameters per step) where torch has them, multi-tensor
+# (foreach) otherwise: on CPUs torch's default is a Python loop over the parameters.
 OPTIMIZERS = {
-    "adam": lambda params, c: torch.optim.Adam(params, lr=c.lr, eps=c.eps, weight_decay=c.weight_decay),
-    "adamw": lambda params, c: torch.optim.AdamW(params, lr=c.lr, eps=c.eps, weight_decay=c.weight_decay),
-    "sgd": lambda params, c: torch.optim.SGD(params, lr=c.lr, momentum=c.momentum,
-                                             weight_decay=c.weight_decay, nesterov=c.momentum > 0),
+    "adam": lambda params, c: torch.optim.Adam(params, lr=c.lr, eps=c.eps, weight_decay=c.weight_decay,
+                                               fused=True),
+    "adamw": lambda params, c: torch.optim.AdamW(params, lr=c.lr, eps=c.eps, weight_decay=c.weight_decay,
+                                                 fused=True),
+    "sgd": lambda params, c: torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay,
+                                             nesterov=c.momentum > 0, fused=True),
     "rmsprop": lambda params, c: torch.optim.RMSprop(params, lr=c.lr, eps=c.eps, momentum=c.momentum,
-                                                     weight_decay=c.weight_decay),
+                                                     weight_decay=c.weight_decay, foreach=True),
 }
 
 LEGACY_BUFFERS = ("mean", "std")  # Classifier buffers before the Normaliser held them
