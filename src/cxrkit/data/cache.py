@@ -12,12 +12,12 @@ its row, the row's CRC-32 and, for a contract that uses the lungs, whether a pla
 found (so lung fallbacks are reported on warm runs too). Images are decoded once, in parallel
 processes (one thread each) that write their rows in place; the lung segmenter travels to
 them as plain data (`LungSegmenter.portable`) and each builds its network once. The index is
-committed after the pixels, so a reader never sees a half-written row. Training opens the array read-only through `CachedImages`, which every DataLoader worker
-and DDP rank shares through the operating system's page cache: memory stays flat as the
-dataset grows. Rows are read with positioned reads rather than `mmap` so that a file truncated
-under a running job gives a clean error path instead of SIGBUS, and every row read is checked
-against its CRC: a damaged, truncated or deleted cache file is repaired from the source image,
-never served wrong.
+committed after the pixels, so a reader never sees a half-written row. Training opens the
+array read-only through `CachedImages`, which every DataLoader worker and DDP rank shares
+through the operating system's page cache: memory stays flat as the dataset grows. Rows are
+read with positioned reads rather than `mmap` so that a file truncated under a running job
+gives a clean error path instead of SIGBUS, and every row read is checked against its CRC: a
+damaged, truncated or deleted cache file is repaired from the source image, never served wrong.
 
 Writers take an exclusive lock on the store (`lock`), so two runs filling the same cache at
 once take turns and the second finds the images already there.
