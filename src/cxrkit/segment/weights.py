@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -69,6 +70,14 @@ def build_network(weights: dict):
 
 _ONE_THREAD = threading.Lock()
 SHAPE_KEYS = ("format", "width", "levels", "input_size")
+
+
+def _fresh_lock() -> None:
+    global _ONE_THREAD
+    _ONE_THREAD = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_fresh_lock)  # a forked worker never inherits a held lock
 
 
 @contextmanager
