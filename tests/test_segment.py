@@ -276,6 +276,97 @@ def test_image_cache_keeps_lung_found_for_warm_runs_and_repairs_with_the_segment
     np.testing.assert_array_equal(images[0], expected[0])
 
 
+def lung_images(folder: Path, count: int = 9) -> list[str]:
+    """Synthetic chests of a few sizes and one flat image (no plausible lung) as PNG files."""
+    rng = np.random.default_rng(21)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index in range(count):
+        image = synthetic_chest(rng, SIZE + 8 * index)[0]
+        paths.append(str(folder / f"c{index}.png"))
+        cv2.imwrite(paths[-1], image)
+    paths.append(str(folder / "flat.png"))
+    cv2.imwrite(paths[-1], np.full((SIZE, SIZE), 120, dtype=np.uint8))
+    return paths
+
+
+def test_torch_and_onnx_segmenters_travel_as_plain_data(tiny_weights: Path):
+    import pickle
+
+    from cxrkit.segment.onnx import encode, onnx_segmenter
+    from cxrkit.segment.weights import onnx_bytes, read_weights, torch_segmenter
+
+    weights = read_weights(tiny_weights)
+    model = onnx_bytes(weights)
+    images = [synthetic_chest(np.random.default_rng(4))[0]]
+    for segmenter in (torch_segmenter(weights), onnx_segmenter(encode(model), weights["input_size"], "tiny")):
+        blob = pickle.dumps(segmenter)
+        assert b"torch._utils" not in blob and len(blob) < 2 * len(model) + 10_000  # arrays or bytes, no tensors
+        first, second = pickle.loads(blob), pickle.loads(blob)
+        assert first is second and first.digest == segmenter.digest  # built once per process
+        np.testing.assert_array_equal(first.probabilities(images), segmenter.probabilities(images))
+    with pytest.raises(TypeError, match="cannot be sent"):
+        pickle.dumps(fake_segmenter())
+
+
+def test_lung_contract_decodes_bit_identically_in_worker_processes(tiny_weights: Path, tmp_path, monkeypatch):
+    from cxrkit import inference
+    from cxrkit.data import cache
+    from cxrkit.inference import _prepared
+    from cxrkit.segment.weights import torch_segmenter
+
+    monkeypatch.setenv("CXRKIT_CACHE_DIR", str(tmp_path / "root"))
+    paths = lung_images(tmp_path / "images")
+    segmenter = torch_segmenter(tiny_weights)
+    prep = Preprocessing(image_size=32, lung_crop=True, lung_mask_outside=True, segmenter=segmenter.digest)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # this process may use more threads than a worker: masks must not change
+    try:
+        here: list[str] = []
+        in_process, _ = cache.load_cached_images(paths, prep, tmp_path / "one", workers=1,
+                                                 segmenter=segmenter, lung_fallbacks=here)
+        monkeypatch.setattr(cache, "_IN_PROCESS_BELOW", 0)
+        monkeypatch.setattr(cache, "_CHUNK", 3)
+        sequential = list(_prepared(paths, prep, 2, 1, segmenter))
+
+        def must_not(*args):
+            raise AssertionError("decoded in this process, not in a worker")
+
+        monkeypatch.setattr(cache, "prepare_with_lungs", must_not)  # workers import their own copy
+        monkeypatch.setattr(inference, "prepare_with_lungs", must_not)
+        there: list[str] = []
+        in_workers, _ = cache.load_cached_images(paths, prep, tmp_path / "two", workers=2,
+                                                 segmenter=segmenter, lung_fallbacks=there)
+        assert in_workers.fill["decoded"] == len(paths)
+        assert 0 < len(here) < len(paths) and here == there
+        np.testing.assert_array_equal(in_workers[:], in_process[:])
+        parallel = list(_prepared(paths, prep, 2, 2, segmenter))
+        assert [found for _, _, found, _ in parallel] == [found for _, _, found, _ in sequential]
+        assert [path for path, *_ in parallel] == paths
+        np.testing.assert_array_equal(np.stack([image for _, image, _, _ in parallel]), in_process[:])
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_spawned_dataloader_worker_repairs_a_damaged_lung_row(tiny_weights: Path, tmp_path, monkeypatch):
+    from torch.utils.data import DataLoader
+
+    from cxrkit.data import cache
+    from cxrkit.segment.weights import torch_segmenter
+
+    monkeypatch.setenv("CXRKIT_CACHE_DIR", str(tmp_path / "root"))
+    paths = lung_images(tmp_path / "images", count=3)
+    segmenter = torch_segmenter(tiny_weights)
+    prep = Preprocessing(image_size=32, lung_crop=True, lung_mask_outside=True, segmenter=segmenter.digest)
+    images, _ = cache.load_cached_images(paths, prep, tmp_path / "cache", segmenter=segmenter)
+    expected = images[:]
+    with open(images.pixels, "r+b") as handle:  # damage every row: the worker decodes them again
+        handle.write(bytes(len(paths) * 32 * 32))
+    loader = DataLoader(images, batch_size=None, num_workers=1, multiprocessing_context="spawn")
+    np.testing.assert_array_equal(np.stack([batch.numpy() for batch in loader]), expected)
+
+
 @pytest.fixture
 def lung_run(tiny_weights: Path, tmp_path: Path, tiny_overrides) -> Path:
     """A tiny classifier trained with lung_crop + lung_mask_outside on synthetic chests."""

@@ -171,9 +171,9 @@ class BasePredictor:
         """Probabilities, OOD scores and lung_found for the readable files, which files those
         are (input order) and {unreadable path: reason}.
 
-        Files are decoded and prepared in `workers` processes (default: every core) while the
-        model runs on full batches here; a contract that uses the lungs prepares them in this
-        process (the segmenter runs here). `progress(stage, done, total)` follows the files.
+        Files are decoded and prepared in `workers` processes (default: every core; the lung
+        segmenter goes with them when the contract uses the lungs) while the model runs on full
+        batches here. `progress(stage, done, total)` follows the files.
         """
         paths = [str(p) for p in paths]
         kept, failures = [], {}
@@ -305,25 +305,26 @@ def _prepare_files(paths: list[str], prep: dict,
 
 def _prepared(paths: list[str], prep: Preprocessing, chunk: int, workers: int | None, segmenter=None):
     """Yield (path, prepared image or None, lung_found, reason) in input order, decoded ahead in
-    processes (in this one when the contract uses the lungs: the segmenter stays here)."""
-    from cxrkit.data.cache import default_workers, process_pool
+    processes (in this one for a lung segmenter that cannot travel: see `LungSegmenter.portable`)."""
+    from cxrkit.data.cache import default_workers, in_workers, process_pool
 
     chunks = [paths[start:start + chunk] for start in range(0, len(paths), chunk)]
     workers = workers or default_workers()
-    if workers <= 1 or len(chunks) <= 2 or prep.uses_lungs:
+    segmenter = segmenter if prep.uses_lungs else None
+    if workers <= 1 or len(chunks) <= 2 or not in_workers(segmenter):
         for part in chunks:
             yield from _prepare_files(part, prep.to_dict(), segmenter)
         return
     remaining = iter(chunks)
     with process_pool(workers) as pool:
-        ahead = deque(pool.submit(_prepare_files, part, prep.to_dict())
+        ahead = deque(pool.submit(_prepare_files, part, prep.to_dict(), segmenter)
                       for part in islice(remaining, 4 * workers))  # bounded read-ahead
         try:
             while ahead:
                 results = ahead.popleft().result()
                 following = next(remaining, None)
                 if following is not None:
-                    ahead.append(pool.submit(_prepare_files, following, prep.to_dict()))
+                    ahead.append(pool.submit(_prepare_files, following, prep.to_dict(), segmenter))
                 yield from results
         finally:
             pool.shutdown(cancel_futures=True)

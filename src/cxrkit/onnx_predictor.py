@@ -95,15 +95,15 @@ def load_onnx_predictor(path: str | Path, threads: int | None = None) -> OnnxPre
         raise CxrkitError(f"{path}: no cxrkit metadata (classes, preprocessing); "
                           "export it with `cxrkit export RUN --format onnx`")
     try:
-        segmenter = _segmenter(session, metadata, path, threads)
+        segmenter = _segmenter(session, metadata, path)
         return OnnxPredictor(session, metadata, path, segmenter)
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise CxrkitError(f"{path}: the cxrkit metadata is malformed ({type(error).__name__}: {error}); "
                           "export the run again with `cxrkit export RUN`") from error
 
 
-def _segmenter(session, metadata: dict, path: Path, threads: int | None):
-    """The embedded lung segmenter when the preprocessing uses the lungs, else None."""
+def _segmenter(session, metadata: dict, path: Path):
+    """The embedded lung segmenter (on one thread) when the preprocessing uses the lungs, else None."""
     if not Preprocessing.from_dict(metadata["preprocessing"]).uses_lungs:
         return None
     from cxrkit.segment.onnx import METADATA_KEY as SEGMENTER_KEY
@@ -115,7 +115,7 @@ def _segmenter(session, metadata: dict, path: Path, threads: int | None):
         raise CxrkitError(f"{path}: the model focuses on the lungs but carries no lung segmenter; "
                           "re-export it with `cxrkit export RUN --format onnx`")
     try:
-        return onnx_segmenter(encoded, int(about["input_size"]), about["digest"], session_options(threads))
+        return onnx_segmenter(encoded, int(about["input_size"]), about["digest"])
     except Exception as error:
         raise CxrkitError(f"{path}: its embedded lung segmenter does not load ({error}); "
                           "re-export it with `cxrkit export RUN --format onnx`") from error

@@ -10,14 +10,14 @@ The hash keys the decoded-image store here and the fingerprint cache of `cxrkit.
 uint8 array of S x S rows, and `index.sqlite`, which maps a file's content (sha256 + suffix) to
 its row, the row's CRC-32 and, for a contract that uses the lungs, whether a plausible lung was
 found (so lung fallbacks are reported on warm runs too). Images are decoded once, in parallel
-processes that write their rows in place (in this process when the contract uses the lungs:
-the segmenter runs here); the index is committed after the pixels, so a reader never sees a half-written
-row. Training opens the array read-only through `CachedImages`, which every DataLoader worker
-and DDP rank shares through the operating system's page cache: memory stays flat as the
-dataset grows. Rows are read with positioned reads rather than `mmap` so that a file truncated
-under a running job gives a clean error path instead of SIGBUS, and every row read is checked
-against its CRC: a damaged, truncated or deleted cache file is repaired from the source image,
-never served wrong.
+processes (one thread each) that write their rows in place; the lung segmenter travels to
+them as plain data (`LungSegmenter.portable`) and each builds its network once. The index is
+committed after the pixels, so a reader never sees a half-written row. Training opens the
+array read-only through `CachedImages`, which every DataLoader worker and DDP rank shares
+through the operating system's page cache: memory stays flat as the dataset grows. Rows are
+read with positioned reads rather than `mmap` so that a file truncated under a running job
+gives a clean error path instead of SIGBUS, and every row read is checked against its CRC: a
+damaged, truncated or deleted cache file is repaired from the source image, never served wrong.
 
 Writers take an exclusive lock on the store (`lock`), so two runs filling the same cache at
 once take turns and the second finds the images already there.
@@ -31,6 +31,7 @@ import logging
 import multiprocessing
 import os
 import sqlite3
+import sys
 import time
 import zlib
 from collections.abc import Callable, Sequence
@@ -38,6 +39,7 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_compl
 from contextlib import closing, contextmanager
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from cxrkit.data.io import read_gray
@@ -199,7 +201,8 @@ class CachedImages:
 
     Safe to pass to DataLoader workers (forked or spawned) and to use from DDP ranks. A row
     whose bytes are missing or fail their CRC is decoded again from its source file (with a
-    warning); if that fails too, CxrkitError says which cache file to delete.
+    warning), in a worker too: a portable lung segmenter travels with the images. If that
+    fails, CxrkitError says which cache file to delete.
     """
 
     def __init__(self, pixels: Path, rows: np.ndarray, crcs: np.ndarray, sources: np.ndarray,
@@ -222,7 +225,8 @@ class CachedImages:
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         state["_fd"], state["_pid"] = None, -1
-        state["segmenter"] = None  # runs a closure over a torch network: stays in this process
+        if self.segmenter is not None and not self.segmenter.portable:
+            state["segmenter"] = None  # a closure with no spec stays in this process
         return state
 
     def __del__(self) -> None:
@@ -357,14 +361,31 @@ def _decode_rows(pixels: str, prep: dict, items: list[tuple[int, str]],
     return results
 
 
+def _one_thread_each() -> None:
+    """Start of a decode worker: OpenCV and torch (the lung segmenter) use one thread, so
+    N workers keep N cores busy rather than fighting over them."""
+    cv2.setNumThreads(1)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
+    else:  # read by the OpenMP and MKL runtimes when torch is first imported
+        os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+
+
 def process_pool(workers: int) -> ProcessPoolExecutor:
-    """Worker processes for decoding: forked from a forkserver (safe next to threads) that has
-    imported the decoders once, so each worker starts at once; spawned where unavailable."""
+    """Worker processes for decoding, one thread each: forked from a forkserver (safe next to
+    threads) that has imported the decoders once, so each worker starts at once; spawned where
+    unavailable."""
     if "forkserver" not in multiprocessing.get_all_start_methods():
-        return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+        return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_one_thread_each)
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["cxrkit.data.cache", "cxrkit.inference"])
-    return ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_one_thread_each)
+
+
+def in_workers(segmenter: LungSegmenter | None) -> bool:
+    """True when images can be prepared in worker processes: no segmenter, or a portable one."""
+    return segmenter is None or segmenter.portable
 
 
 def _fill(folder: Path, prep: Preprocessing, missing: dict[str, str], workers: int,
@@ -373,6 +394,7 @@ def _fill(folder: Path, prep: Preprocessing, missing: dict[str, str], workers: i
     """Decode `missing` {key: path} into new rows (caller holds the lock); return new entries, failures."""
     row_bytes = prep.image_size ** 2
     pixels = folder / PIXELS
+    segmenter = segmenter if prep.uses_lungs else None
     size = pixels.stat().st_size if pixels.is_file() else 0
     _write_index(folder, [], drop_from_row=size // row_bytes)  # rows lost to truncation or deletion
     index = _read_index(folder, row_bytes)
@@ -401,12 +423,13 @@ def _fill(folder: Path, prep: Preprocessing, missing: dict[str, str], workers: i
         if progress is not None:
             progress("decode", done, len(items))
 
-    if len(items) < _IN_PROCESS_BELOW or workers <= 1 or prep.uses_lungs:
+    if len(items) < _IN_PROCESS_BELOW or workers <= 1 or not in_workers(segmenter):
         for chunk in chunks:
             commit(_decode_rows(str(pixels), prep.to_dict(), chunk, segmenter))
     else:
         with process_pool(workers) as pool:
-            futures = [pool.submit(_decode_rows, str(pixels), prep.to_dict(), chunk) for chunk in chunks]
+            futures = [pool.submit(_decode_rows, str(pixels), prep.to_dict(), chunk, segmenter)
+                       for chunk in chunks]
             try:
                 for future in as_completed(futures):
                     commit(future.result())

@@ -3,12 +3,18 @@
 The network itself runs behind a backend (torch in `cxrkit.segment.weights`, onnxruntime in
 `cxrkit.segment.onnx`); everything before and after it lives here, so training, the torch
 Predictor and the torch-free ONNX path prepare and read the network identically.
+
+A segmenter built by a backend carries a `spec` (plain data: the weights as arrays or ONNX
+bytes) and pickles as that spec, so it reaches decode workers and spawned DataLoader workers;
+each process builds the network from a spec once (`rebuilt`). The network runs on one thread
+in every process, so a mask is the same bit for bit wherever it is computed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -101,6 +107,17 @@ class LungResult:
         return crop_box(self.mask, margin)
 
 
+class SegmenterSpec(Protocol):
+    """What rebuilds a segmenter in another process: plain data that pickles cheaply."""
+
+    backend: str
+    digest: str
+
+    def build(self) -> LungSegmenter:
+        """The segmenter this spec describes (its network built here)."""
+        ...
+
+
 class LungSegmenter:
     """Lung masks for uint8 grey images; `run` maps a (N, 1, S, S) float32 batch to lung logits.
 
@@ -108,14 +125,28 @@ class LungSegmenter:
     mask is plausible (`is_plausible`); otherwise the whole image is used.
 
     `digest` names the weights (it is part of the preprocessing contract and the cache key);
-    `backend` says what runs the network ("torch" or "onnx").
+    `backend` says what runs the network ("torch" or "onnx"). With a `spec` the segmenter can
+    be sent to other processes (`portable`); it travels as the spec.
     """
 
-    def __init__(self, run: Callable[[np.ndarray], np.ndarray], input_size: int, digest: str, backend: str):
+    def __init__(self, run: Callable[[np.ndarray], np.ndarray], input_size: int, digest: str, backend: str,
+                 spec: SegmenterSpec | None = None):
         self.run = run
         self.input_size = input_size
         self.digest = digest
         self.backend = backend
+        self.spec = spec
+
+    @property
+    def portable(self) -> bool:
+        """True when it can be pickled to worker processes (it was built from a spec)."""
+        return self.spec is not None
+
+    def __reduce__(self):
+        if self.spec is None:
+            raise TypeError(f"lung segmenter {self.digest} ({self.backend}) has no spec: it cannot be "
+                            "sent to another process")
+        return rebuilt, (self.spec,)
 
     def probabilities(self, grays: Sequence[np.ndarray]) -> np.ndarray:
         """(N, S, S) lung probabilities at the network's resolution."""
@@ -135,6 +166,17 @@ class LungSegmenter:
     def segment(self, gray: np.ndarray) -> LungResult:
         """The lungs of one uint8 grey image (HxW), mask at the image's own size."""
         return self.segment_many([gray])[0]
+
+
+_BUILT: dict[tuple[str, str], LungSegmenter] = {}
+
+
+def rebuilt(spec: SegmenterSpec) -> LungSegmenter:
+    """The segmenter `spec` describes, built once per process (what unpickling a segmenter gives)."""
+    key = (spec.backend, spec.digest)
+    if key not in _BUILT:
+        _BUILT[key] = spec.build()
+    return _BUILT[key]
 
 
 def dice(predicted: np.ndarray, target: np.ndarray) -> float:

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -64,6 +68,59 @@ def build_network(weights: dict):
     return network.eval()
 
 
+_ONE_THREAD = threading.Lock()
+SHAPE_KEYS = ("format", "width", "levels", "input_size")
+
+
+def _fresh_lock() -> None:
+    global _ONE_THREAD
+    _ONE_THREAD = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_fresh_lock)  # a forked worker never inherits a held lock
+
+
+@contextmanager
+def one_torch_thread():
+    """Run torch on one intra-op thread inside the block (restored after).
+
+    Float sums in a convolution depend on how many threads share them, so the lung network
+    always runs on one: its masks are then the same bit for bit in this process and in any
+    worker, whatever the core count (and one small image gains little from more threads).
+    """
+    import torch
+
+    with _ONE_THREAD:
+        threads = torch.get_num_threads()
+        if threads != 1:
+            torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            if threads != 1:
+                torch.set_num_threads(threads)
+
+
+@dataclass(frozen=True, eq=False)
+class TorchSegmenterSpec:
+    """A torch lung segmenter as plain data: the weight dict with numpy arrays (about 1 MB).
+
+    A `torch_segmenter` pickles as this, so cache fills, predict's decode workers and spawned
+    DataLoader workers get the segmenter; each process builds the network once
+    (`cxrkit.segment.lungs.rebuilt`).
+    """
+
+    weights: dict
+    digest: str
+    backend: str = "torch"
+
+    def build(self) -> LungSegmenter:
+        import torch
+
+        state = {name: torch.from_numpy(np.array(array)) for name, array in self.weights["state_dict"].items()}
+        return torch_segmenter({**self.weights, "state_dict": state})
+
+
 def torch_segmenter(weights: dict | str | Path | None = None) -> LungSegmenter:
     """A LungSegmenter running the weights with torch (a dict, a file, or None for the shipped file)."""
     import torch
@@ -73,10 +130,14 @@ def torch_segmenter(weights: dict | str | Path | None = None) -> LungSegmenter:
     network = build_network(weights)
 
     def run(batch: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
+        with one_torch_thread(), torch.inference_mode():
             return network(torch.from_numpy(batch)).numpy()
 
-    return LungSegmenter(run, int(weights["input_size"]), weights_digest(weights), "torch")
+    digest = weights_digest(weights)
+    spec = TorchSegmenterSpec({**{key: weights[key] for key in SHAPE_KEYS if key in weights},
+                               "state_dict": {name: tensor.detach().cpu().numpy()
+                                              for name, tensor in weights["state_dict"].items()}}, digest)
+    return LungSegmenter(run, int(weights["input_size"]), digest, "torch", spec)
 
 
 def onnx_bytes(weights: dict) -> bytes:
