@@ -12,12 +12,14 @@ link to the real `../shared`, so `../shared/data` resolves and nothing is writte
 HTML comment `<!-- readme-examples: TAG -->` on the line before its fence):
 
     [slow]       takes minutes or more here. CI runs the shortened command from SHORTENED below
-                 when there is one (later examples need its output), and skips it otherwise.
+                 when there is one (later examples need its output, or the command is worth a
+                 check), and skips it otherwise.
     [not run]    needs what a fresh clone lacks: your own files, a server left running, a GPU
                  cluster, a database. Never run.
     [exit N]     the example is meant to exit with status N (e.g. `--strict` finding leakage).
 
-Set-up commands (`python3 -m venv`, `pip install`, `pytest`) are CI's own job and never run here.
+Set-up and test commands (`python3 -m venv`, `pip install`, `pytest`, `.ci/...`, this script) are
+CI's own job and never run here.
 
 The run fails (exit 1) when an example exits with another status than expected, runs past
 `--timeout`, or refers to a file or run folder that does not exist: an input that an earlier
@@ -44,7 +46,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SHELL_LANGUAGES = {"bash", "sh", "shell"}
-SETUP_PREFIXES = ("python3 -m venv", "pip install", "pytest", ". .venv/bin/activate")
+SETUP_PREFIXES = ("python3 -m venv", "pip install", "pytest", ". .venv/bin/activate", ".ci/",
+                  "python scripts/readme_examples.py")
 BLOCK_TAG = re.compile(r"<!--\s*readme-examples:\s*(.*?)\s*-->")
 TAG = re.compile(r"\[(slow|not run|exit \d+)\]")
 # options whose value is a path the command writes (not an input that must exist)
@@ -54,7 +57,8 @@ PATH_SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm", ".csv", ".json", ".yaml", ".ym
 SHELL_OPERATORS = {"&&", "||", "|", ";", ">", ">>", "2>", "&"}
 
 # [slow] README commands -> what CI runs instead: the same command, shortened, because later
-# examples use its output. The README command is matched exactly (without its comment).
+# examples use its output or to check the command works. The README command is matched exactly
+# (continuation lines joined, without its comment).
 SHORT_TRAINING = "--epochs 1 --set train.limit_train_batches=8"
 SHORTENED = {
     "cxrkit train --recipe tb-fast --data ../shared/data/tb":
@@ -63,6 +67,11 @@ SHORTENED = {
     "--seed 2":
         "cxrkit train --recipe tb-fast --data ../shared/data/tb --name tb-seed2 --split-file runs/tb-fast/split.csv "
         f"--seed 2 {SHORT_TRAINING}",
+    "cxrkit segment predict ../shared/data/tb/Tuberculosis --out runs/lungs-tb":
+        "cxrkit segment predict ../shared/data/tb/Tuberculosis/Tuberculosis-1.png "
+        "../shared/data/tb/Tuberculosis/Tuberculosis-2.png --out runs/lungs-tb",
+    "cxrkit explain runs/tb-fast --data ../shared/data/tb --n 10 --benchmark --method gradcam --method occlusion":
+        "cxrkit explain runs/tb-fast --data ../shared/data/tb --n 2 --benchmark --method gradcam --method occlusion",
 }
 
 
@@ -181,7 +190,7 @@ def path_arguments(code: str) -> tuple[list[str], list[str]]:
 
 
 def _looks_like_path(token: str) -> bool:
-    if "://" in token or "=" in token or "@" in token or token.startswith("'"):
+    if "://" in token or "=" in token or "@" in token:
         return False
     return "/" in token or Path(token).suffix.lower() in PATH_SUFFIXES
 
