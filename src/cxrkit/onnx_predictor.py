@@ -4,8 +4,10 @@ Everything besides the graph (classes, preprocessing contract, operating point, 
 metrics, the OOD threshold) is read from the file's `cxrkit` metadata written by `cxrkit
 export`; the OOD score is the graph's second output. A model that focuses on the lungs
 carries its lung segmenter as a second ONNX graph in the metadata (key
-`cxrkit_lung_segmenter`). Images are prepared by the same numpy code as in training, so
-nothing here imports torch.
+`cxrkit_lung_segmenter`). Images are prepared by the same numpy code as in training and
+normalised inside the graph (`cxrkit.data.normalise.Normaliser`, exported with the model), so
+nothing here imports torch. Files exported before the graph normalised (cxrkit-onnx-v1 with a
+float32 input) still run: for those the input is normalised here, by `_legacy_graph_input`.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cxrkit.data.preprocess import Preprocessing
+from cxrkit.data.preprocess import PIXEL_MAX, Preprocessing
 from cxrkit.errors import CxrkitError
 from cxrkit.inference import BasePredictor
 
@@ -43,10 +45,22 @@ class OnnxPredictor(BasePredictor):
         self.ood_threshold = None if self.ood is None else float(self.ood["threshold"])
         self._outputs_wanted = [self._output] + ([self.ood["output"]] if self.ood else [])
         self.segmenter = segmenter
+        input_types = {node.name: node.type for node in session.get_inputs()}
+        self.graph_normalises = input_types.get(self._input) == "tensor(uint8)"
 
     def _outputs(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        results = self.session.run(self._outputs_wanted, {self._input: batch})
+        feed = batch[:, None] if self.graph_normalises else _legacy_graph_input(batch, self.preprocessing)
+        results = self.session.run(self._outputs_wanted, {self._input: feed})
         return results[0], results[1] if self.ood else None
+
+
+def _legacy_graph_input(prepared: np.ndarray, prep: Preprocessing) -> np.ndarray:
+    """Float32 (N, C, H, W) input for a graph exported before it normalised itself: what
+    `cxrkit.data.normalise.Normaliser` computes, in numpy (tests/test_normalise.py pins the two)."""
+    scaled = np.repeat(prepared[:, None].astype(np.float32) / PIXEL_MAX, prep.channels, axis=1)
+    mean = np.asarray(prep.mean, dtype=np.float32)[None, :, None, None]
+    std = np.asarray(prep.std, dtype=np.float32)[None, :, None, None]
+    return (scaled - mean) / std
 
 
 def session_options(threads: int | None = None):
