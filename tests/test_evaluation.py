@@ -21,9 +21,9 @@ from cxrkit.evaluation.bootstrap import bootstrap_intervals, resample_weights, w
 from cxrkit.evaluation.calibration import apply_temperature, fit_temperature
 from cxrkit.evaluation.external import match_classes
 from cxrkit.evaluation.run import collapsed_interval_notes, is_tuberculosis
-from cxrkit.evaluation.thresholds import choose_thresholds, positive_class_index
-from cxrkit.inference import CHECKPOINT_FORMAT
+from cxrkit.evaluation.thresholds import choose_thresholds
 from cxrkit.models import build_model
+from cxrkit.run import CHECKPOINT_FORMAT, positive_class_index
 
 BINARY = ("Normal", "Tuberculosis")
 VALUES = {"Normal": 0, "Tuberculosis": 150, "Pneumonia": 80}

@@ -7,7 +7,6 @@ evaluation, including external ones, reuses them and says so.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -38,11 +37,8 @@ from cxrkit.evaluation.thresholds import (
     WHO_TB_TRIAGE,
     build_operating_points,
     check_point_name,
-    predict_at,
-    read_operating_points,
-    resolve_point_name,
-    write_operating_points,
 )
+from cxrkit.run import OperatingPoints, RunFolder
 
 logger = logging.getLogger(__name__)
 
@@ -72,10 +68,11 @@ def evaluate_run(run_dir: str | Path, data: str | Path | None = None, split: str
     """
     from cxrkit.inference import load_torch_predictor
 
-    run_dir = Path(run_dir).expanduser()
+    run = RunFolder(run_dir)
+    run_dir = run.path
     predictor = load_torch_predictor(run_dir)
     classes = predictor.classes
-    run_split = read_run_split(run_dir)
+    run_split = run.split()
     external = data is not None
     if external and split != "test":
         raise CxrkitError(f"--split {split} applies to the run's own data; with --data the whole "
@@ -90,19 +87,19 @@ def evaluate_run(run_dir: str | Path, data: str | Path | None = None, split: str
     if set_default and not (official and operating_point):
         raise CxrkitError("--set-default needs --operating-point NAME and the run's own test "
                           "evaluation (no --data, --split or --out)")
-    points = _operating_points(predictor, run_split, official, operating_point, target_sensitivity,
+    frozen = _operating_points(predictor, run_split, official, operating_point, target_sensitivity,
                                overwrite, set_default)
-    target = points.get("target_sensitivity") or DEFAULT_TARGET_SENSITIVITY
-    selected = (resolve_point_name(operating_point, target) if operating_point
-                else points["selected"])
+    points = frozen.document
+    selected = frozen.resolve_name(operating_point) if operating_point else frozen.selected
     check_point_name(selected, points["points"])
+    decision = frozen.point(selected)
 
     table, mapping, where = evaluation_set(run_dir, run_split, classes, data, split, class_map)
     probabilities, table, skipped = predict_table(predictor, table, where, batch_size, progress)
     y_true = table["label"].map({name: i for i, name in enumerate(classes)}).to_numpy()
     check_both_classes(y_true, classes, where)
-    positive_index = points.get("positive_index")
-    y_pred = predict_at(probabilities, points, selected)
+    positive_index = predictor.card.positive_index
+    y_pred = decision.decide(probabilities)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "plots").mkdir(exist_ok=True)
@@ -132,7 +129,7 @@ def evaluate_run(run_dir: str | Path, data: str | Path | None = None, split: str
                       "method": "stratified by class, percentile interval"},
         "operating_point": {**_selected_summary(points, selected, split, external),
                             "run_default": points["selected"]},
-        "operating_points": _point_table(points, y_true, probabilities, classes, n_bootstrap, seed),
+        "operating_points": _point_table(frozen, y_true, probabilities, classes, n_bootstrap, seed),
         "calibration": _calibration(points, y_true, probabilities, positive_index, calibrate),
         "warnings": _warnings(points, selected, split, external, table, run_split, skipped, y_true,
                               classes),
@@ -247,18 +244,6 @@ def default_out_dir(run_dir: Path, data, split: str) -> Path:
     return run_dir if split == "test" else run_dir / "evaluation" / split
 
 
-def read_run_split(run_dir: Path) -> pd.DataFrame:
-    path = run_dir / "split.csv"
-    if not path.is_file():
-        raise CxrkitError(f"{path}: missing; evaluation needs the run's split.csv "
-                          "(written by `cxrkit train`)")
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    missing = {"path", "label", "split"} - set(table.columns)
-    if missing:
-        raise CxrkitError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
-    return table
-
-
 def _guard_outputs(out_dir: Path, run_dir: Path, overwrite: bool) -> None:
     if overwrite or not out_dir.exists():
         return
@@ -271,40 +256,31 @@ def _guard_outputs(out_dir: Path, run_dir: Path, overwrite: bool) -> None:
                           "to replace it, or --out DIR to write elsewhere")
 
 
-def model_fingerprint(run_dir: Path) -> str:
-    """sha256 of model.ckpt, so frozen operating points are never used with another model."""
-    digest = hashlib.sha256()
-    with open(run_dir / "model.ckpt", "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _operating_points(predictor, run_split: pd.DataFrame, official: bool,
                       operating_point: str | None, target_sensitivity: float | None,
-                      overwrite: bool, set_default: bool = False) -> dict:
+                      overwrite: bool, set_default: bool = False) -> OperatingPoints:
     """The run's frozen points, chosen on val when absent.
 
     Only the official evaluation (the run's test split, into the run folder) may re-choose
     stale points or a new sensitivity target; only `set_default` changes which point the run
     uses by default.
     """
-    run_dir = predictor.run_dir
-    frozen = read_operating_points(run_dir)
-    fingerprint = model_fingerprint(run_dir)
+    run = predictor.run
+    run_dir = run.path
     chosen = operating_point if set_default else None
-    if frozen is None:
+    stale = run.stale_operating_points()
+    frozen = None if stale is not None else run.operating_points()
+    if stale is None and frozen is None:
         _check_official_point(run_dir, official, operating_point, chosen, DEFAULT_SELECTED)
-        document = choose_on_validation(predictor, run_split, target_sensitivity, chosen)
-        document["model_sha256"] = fingerprint
-        write_operating_points(run_dir, document)
-        return document
+        return run.write_operating_points(
+            choose_on_validation(predictor, run_split, target_sensitivity, chosen))
     reasons = []
-    if frozen.get("model_sha256") != fingerprint:
+    if stale is not None:
         reasons.append("it was chosen for a different model.ckpt")
-    if target_sensitivity is not None and frozen.get("target_sensitivity") != target_sensitivity:
+    document = stale if stale is not None else frozen.document
+    if target_sensitivity is not None and document.get("target_sensitivity") != target_sensitivity:
         reasons.append(f"--sensitivity {target_sensitivity} differs from its "
-                       f"{frozen.get('target_sensitivity')}")
+                       f"{document.get('target_sensitivity')}")
     if reasons and not official:
         option = f" --sensitivity {target_sensitivity}" if target_sensitivity else ""
         raise CxrkitError(f"{run_dir}/operating_points.json cannot be used: {reasons[0]}; "
@@ -312,22 +288,19 @@ def _operating_points(predictor, run_split: pd.DataFrame, official: bool,
                           f"{option}`)")
     if reasons:
         _check_can_replace(run_dir, overwrite, reasons[0])
-        previous = frozen["selected"]
+        previous = document["selected"]
         keep = "sensitivity" if previous.startswith("sensitivity>=") else previous
         _check_official_point(run_dir, official, operating_point, chosen, keep)
-        document = choose_on_validation(predictor, run_split, target_sensitivity, chosen or keep)
-        document["model_sha256"] = fingerprint
-        write_operating_points(run_dir, document)
-        return document
+        return run.write_operating_points(
+            choose_on_validation(predictor, run_split, target_sensitivity, chosen or keep))
     if official and operating_point:
-        name = resolve_point_name(operating_point, frozen.get("target_sensitivity") or 0)
-        check_point_name(name, frozen["points"])
+        name = frozen.resolve_name(operating_point)
+        check_point_name(name, document["points"])
         _check_official_point(run_dir, official, name, name if set_default else None,
-                              frozen["selected"])
-        if set_default and name != frozen["selected"]:
-            logger.info("default operating point of %s: %s (was %s)", run_dir, name, frozen["selected"])
-            frozen["selected"] = name
-            write_operating_points(run_dir, frozen)
+                              frozen.selected)
+        if set_default and name != frozen.selected:
+            logger.info("default operating point of %s: %s (was %s)", run_dir, name, frozen.selected)
+            return run.write_operating_points({**document, "selected": name})
     return frozen
 
 
@@ -361,7 +334,7 @@ def choose_on_validation(predictor, run_split: pd.DataFrame, target_sensitivity:
     probabilities, val, _ = predict_table(predictor, val, where, batch_size=32)
     y_val = val["label"].map({name: i for i, name in enumerate(classes)}).to_numpy()
     check_both_classes(y_val, classes, where)
-    return build_operating_points(classes, y_val, probabilities,
+    return build_operating_points(classes, predictor.card.positive_index, y_val, probabilities,
                                   target_sensitivity or DEFAULT_TARGET_SENSITIVITY, selected,
                                   temperature=fit_temperature(y_val, probabilities))
 
@@ -444,15 +417,15 @@ def _selected_summary(points: dict, selected: str, split: str, external: bool) -
     return summary
 
 
-def _point_table(points: dict, y_true: np.ndarray, probabilities: np.ndarray, classes: list[str],
-                 n_bootstrap: int, seed: int) -> dict:
+def _point_table(frozen: OperatingPoints, y_true: np.ndarray, probabilities: np.ndarray,
+                 classes: list[str], n_bootstrap: int, seed: int) -> dict:
     """Each operating point: its rule and validation figures, and how it does on this data."""
-    positive_index = points.get("positive_index")
+    positive_index = frozen.positive_index
     table = {}
-    for name, point in points["points"].items():
+    for name, point in frozen.document["points"].items():
         row = {"rule": point.get("rule"), "threshold": point.get("threshold")}
         if positive_index is not None:
-            y_pred = predict_at(probabilities, points, name)
+            y_pred = frozen.point(name).decide(probabilities)
             measured = compute_metrics(y_true, probabilities, y_pred, classes, positive_index)
             intervals = bootstrap_intervals(y_true, probabilities, y_pred, classes, positive_index,
                                             n_bootstrap, seed)

@@ -123,11 +123,12 @@ def _imagenet_state_dict(name: str, spec: ModelSpec) -> dict:
 
 def state_dict_from_path(path: Path) -> dict:
     """The state dict in a weights file or run folder, loaded weights-only; CxrkitError if unsafe."""
+    from cxrkit.run import RunFolder, safe_torch_load
+
     if path.is_dir():
-        path = path / "model.ckpt"
+        path = RunFolder(path).checkpoint_path
     if not path.is_file():
         raise CxrkitError(f"model.weights={path}: no such file; give imagenet, none, a state dict or a run")
-    from cxrkit.inference import safe_torch_load
 
     data = safe_torch_load(path, "model.weights file")
     state = data.get("state_dict", data) if isinstance(data, dict) else None

@@ -256,26 +256,16 @@ def add_reference(run_dir: str | Path, overwrite: bool = False, batch_size: int 
     The weights are unchanged, so a frozen operating_points.json of this model is re-stamped
     with the new file's fingerprint. Returns the reference summary.
     """
-    import json
-
-    import pandas as pd
-
     from cxrkit.data.preprocess import normalise
-    from cxrkit.evaluation.run import model_fingerprint
-    from cxrkit.inference import load_torch_predictor, read_checkpoint, resolve_checkpoint
+    from cxrkit.inference import load_torch_predictor
+    from cxrkit.run import RunFolder
 
-    path = resolve_checkpoint(run_dir)
-    run_dir = path.parent
-    checkpoint = read_checkpoint(path)
-    if checkpoint.get("ood") is not None and not overwrite:
-        raise CxrkitError(f"{path} already has an out-of-distribution reference; pass --overwrite "
-                          "to recompute it")
-    split_file = run_dir / "split.csv"
-    if not split_file.is_file():
-        raise CxrkitError(f"{split_file}: missing; the reference is computed from the run's train "
-                          "and val images")
-    table = pd.read_csv(split_file, dtype=str, keep_default_na=False)
-    predictor = load_torch_predictor(path)
+    run = RunFolder(run_dir)
+    predictor = load_torch_predictor(run.checkpoint_path)
+    if predictor.ood is not None and not overwrite:
+        raise CxrkitError(f"{run.checkpoint_path} already has an out-of-distribution reference; pass "
+                          "--overwrite to recompute it")
+    table = run.split()
     classes = {name: index for index, name in enumerate(predictor.classes)}
     prepared = {}
     for split in ("train", "val"):
@@ -288,20 +278,10 @@ def add_reference(run_dir: str | Path, overwrite: bool = False, batch_size: int 
             except (CxrkitError, KeyError):
                 continue
         if not images:
-            raise CxrkitError(f"{split_file}: no readable {split} images; the reference needs them")
+            raise CxrkitError(f"{run.path}/split.csv: no readable {split} images; the reference needs them")
         prepared[split] = (np.stack(images), np.asarray(labels))
     reference = fit_reference(predictor.model, *prepared["train"], prepared["val"][0],
                               lambda batch: normalise(batch, predictor.preprocessing),
                               batch_size=batch_size)
-    old_fingerprint = model_fingerprint(run_dir)
-    checkpoint["ood"] = reference
-    temporary = path.with_name(f".{path.name}.tmp")
-    torch.save(checkpoint, temporary)
-    temporary.replace(path)
-    points_path = run_dir / "operating_points.json"
-    if points_path.is_file():
-        points = json.loads(points_path.read_text())
-        if points.get("model_sha256") == old_fingerprint:
-            points["model_sha256"] = model_fingerprint(run_dir)
-            points_path.write_text(json.dumps(points, indent=2) + "\n")
+    run.replace_ood_reference(reference, reference_summary(reference))
     return reference_summary(reference)
