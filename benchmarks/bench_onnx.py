@@ -1,8 +1,9 @@
 """ONNX Runtime vs PyTorch eager, fp32 on CPU: throughput on the same model, batch and images.
 
 For each model, exports it with `cxrkit.export.export_model`, prepares one batch of real X-rays
-(../shared/data) with the preprocessing contract, and times the forward pass only (same input
-array for both runtimes): PyTorch eager under `torch.inference_mode()`, and onnxruntime at each
+(../shared/data) with the preprocessing contract, and times the forward pass only (the same
+prepared uint8 array for both runtimes, normalised by the same `Normaliser` inside each):
+PyTorch eager under `torch.inference_mode()`, and onnxruntime at each
 graph optimisation level, plus a session loading the graph saved already optimised. Prints
 images/s, the speed-up over PyTorch and the max abs difference in probabilities.
 
@@ -102,9 +103,9 @@ def bench_model(run: Path, images: list[Path], batch_size: int, threads: int, re
         export_model(run, out=onnx_path)
     predictor = cxrkit.load(run)
     batch_files = (images * (batch_size // len(images) + 1))[:batch_size]
-    batch = predictor.to_tensor(batch_files)
-    array = batch.numpy()
-    model = predictor.model.eval()
+    array = np.stack([predictor.prepare(path) for path in batch_files])[:, None]
+    batch = torch.from_numpy(array)
+    model = torch.nn.Sequential(predictor.normaliser, predictor.model.eval())
     torch.set_num_threads(threads)
     optimised = folder / f"{run.name}.optimised.onnx"
     onnx_session(onnx_path, "all", threads, save_to=optimised)

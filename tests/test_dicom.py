@@ -18,7 +18,8 @@ from pydicom.uid import (  # noqa: E402
 
 from cxrkit.data.dicom import dicom_info, read_dicom_gray  # noqa: E402
 from cxrkit.data.io import read_gray  # noqa: E402
-from cxrkit.data.preprocess import Preprocessing, normalise, prepare  # noqa: E402
+from cxrkit.data.normalise import model_input as normalised_input  # noqa: E402
+from cxrkit.data.preprocess import Preprocessing, prepare  # noqa: E402
 from cxrkit.errors import CxrkitError  # noqa: E402
 
 
@@ -49,7 +50,7 @@ def write_dicom(path, pixels: np.ndarray, photometric: str = "MONOCHROME2", bits
 
 def model_input(path) -> np.ndarray:
     prep = Preprocessing(image_size=32)
-    return normalise(prepare(read_gray(path), prep), prep)
+    return normalised_input(prepare(read_gray(path), prep), prep).numpy()
 
 
 def test_monochrome1_and_monochrome2_give_the_same_model_input(tmp_path):

@@ -99,7 +99,7 @@ def test_torchscript_export_matches_pytorch(run: Path, tmp_path: Path):
     with pytest.warns(FutureWarning):  # TorchScript is deprecated upstream; the file still loads
         module = torch.jit.load(str(result["path"]), _extra_files=extra)
     assert json.loads(extra["cxrkit.json"])["card"]["classes"] == list(CLASSES)
-    assert module(torch.zeros(4, 1, 32, 32)).shape == (4, 2)
+    assert module(torch.zeros(4, 1, 32, 32, dtype=torch.uint8)).shape == (4, 2)
 
 
 def test_export_never_overwrites_without_asking(run: Path):

@@ -1,11 +1,13 @@
 """Export a run's model to ONNX or TorchScript, with its contract, and check it matches PyTorch.
 
-The exported graph takes normalised images (N, C, H, W) with a dynamic batch axis and returns
-class probabilities, and, when the run has an out-of-distribution reference, a second output
-`ood_score` computed inside the graph (see cxrkit.ood). The run's model card (classes, positive
-class, preprocessing contract, frozen operating points, test metrics, OOD threshold; the same
-card the PyTorch Predictor reads) travels inside the file (ONNX metadata_props key `cxrkit`, or
-the TorchScript extra file `cxrkit.json`), so the exported file stands on its own.
+The exported graph takes prepared uint8 images (N, 1, H, W: lung focus, enhancement and resize
+done, `Predictor.prepare`) with a dynamic batch axis, normalises them itself (the same
+`cxrkit.data.normalise.Normaliser` as in training) and returns class probabilities, and, when
+the run has an out-of-distribution reference, a second output `ood_score` computed inside the
+graph (see cxrkit.ood). The run's model card (classes, positive class, preprocessing contract,
+frozen operating points, test metrics, OOD threshold; the same card the PyTorch Predictor
+reads) travels inside the file (ONNX metadata_props key `cxrkit`, or the TorchScript extra file
+`cxrkit.json`), so the exported file stands on its own.
 A run that focuses on the lungs also carries its lung segmenter as ONNX (metadata_props key
 `cxrkit_lung_segmenter`, or the TorchScript extra file `lung_segmenter.onnx`), so the ONNX
 runtime path needs no torch.
@@ -22,7 +24,6 @@ from pathlib import Path
 import numpy as np
 
 from cxrkit import __version__
-from cxrkit.data.preprocess import normalise
 from cxrkit.errors import CxrkitError
 from cxrkit.inference import predictor_from_checkpoint
 from cxrkit.onnx_predictor import METADATA_FORMAT, METADATA_KEY
@@ -97,10 +98,12 @@ def export_model(run_dir: str | Path, format: str = "onnx", out: str | Path | No
 
 
 def _probability_model(predictor):
-    """The model followed by softmax (or the single-logit sigmoid pair), as one module; with an
-    OOD reference it returns (probabilities, ood_score)."""
+    """The normaliser, the model and softmax (or the single-logit sigmoid pair), as one module
+    taking prepared uint8 images (N, 1, H, W); with an OOD reference it returns
+    (probabilities, ood_score)."""
     from torch import nn
 
+    from cxrkit.data.normalise import Normaliser
     from cxrkit.inference import probabilities_from_logits
 
     single_logit, scorer = predictor.single_logit, predictor.ood_scorer
@@ -108,20 +111,21 @@ def _probability_model(predictor):
     class ProbabilityModel(nn.Module):
         def __init__(self):
             super().__init__()
+            self.normaliser = Normaliser.from_preprocessing(predictor.preprocessing)
             self.model = predictor.model if scorer is None else scorer
 
         def forward(self, image):
             if scorer is None:
-                return probabilities_from_logits(self.model(image), single_logit)
-            logits, score = self.model(image)
+                return probabilities_from_logits(self.model(self.normaliser(image)), single_logit)
+            logits, score = self.model(self.normaliser(image))
             return probabilities_from_logits(logits, single_logit), score
 
     return ProbabilityModel().eval()
 
 
 def _check_batches(predictor, run: RunFolder) -> tuple[list[np.ndarray], str]:
-    """Two batches (sizes 1 and 5) of model input: the run's own images when they are readable,
-    else smooth random grey images; and a description of which."""
+    """Two batches (sizes 1 and 5) of prepared uint8 images (N, 1, H, W): the run's own images
+    when they are readable, else smooth random grey images; and a description of which."""
     needed = sum(CHECK_BATCH_SIZES)
     images = []
     for path in _split_images(run, needed * 4):
@@ -141,7 +145,7 @@ def _check_batches(predictor, run: RunFolder) -> tuple[list[np.ndarray], str]:
         noisy = ramp[None, None, :] + rng.normal(0, 25, (needed, side, side)).astype(np.float32)
         prepared = np.clip(noisy, 0, 255).astype(np.uint8)
         described = f"{needed} generated images (no readable images in {run.path}/split.csv)"
-    batch = normalise(prepared, predictor.preprocessing)
+    batch = prepared[:, None]
     return [batch[:CHECK_BATCH_SIZES[0]], batch[CHECK_BATCH_SIZES[0]:]], described
 
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 
 from cxrkit.data.io import read_gray, to_gray
-from cxrkit.data.preprocess import Preprocessing, normalise, prepare, prepare_with_lungs
+from cxrkit.data.preprocess import Preprocessing, prepare, prepare_with_lungs
 from cxrkit.errors import CxrkitError
 from cxrkit.run import ModelCard, OperatingPoint, RunFolder
 
@@ -64,7 +64,8 @@ class BasePredictor:
     predict/predict_proba.
 
     Subclasses set `card` (the ModelCard) and `segmenter` (when the contract uses the lungs)
-    and implement `_outputs(batch)` for a float32 (N, C, H, W) array.
+    and implement `_outputs(batch)` for a uint8 (N, H, W) array of prepared images; the model
+    normalises them itself (`cxrkit.data.normalise.Normaliser`).
     """
 
     card: ModelCard
@@ -111,14 +112,11 @@ class BasePredictor:
         """`prepare` plus whether a plausible lung was found (None when the model uses no lungs)."""
         return prepare_with_lungs(to_gray(image), self.preprocessing, self.segmenter)
 
-    def to_array(self, images: Iterable) -> np.ndarray:
-        """Model input batch (N, C, H, W) float32 for a list of inputs."""
-        return normalise(np.stack([self.prepare(image) for image in images]), self.preprocessing)
-
     ood_threshold: float | None = None
 
     def _outputs(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """Probabilities and, when the model has an OOD reference, OOD scores for a batch."""
+        """Probabilities and, when the model has an OOD reference, OOD scores for a uint8 (N, H, W)
+        batch of prepared images."""
         raise NotImplementedError
 
     def predict_details(self, images, batch_size: int = 32, progress=None) -> Predictions:
@@ -140,8 +138,7 @@ class BasePredictor:
         probabilities, scores, found, pending = [], [], [], []
 
         def run() -> None:
-            batch = normalise(np.stack([array for array, _ in pending]), self.preprocessing)
-            batch_probabilities, batch_scores = self._outputs(batch)
+            batch_probabilities, batch_scores = self._outputs(np.stack([array for array, _ in pending]))
             probabilities.append(batch_probabilities)
             scores.append(batch_scores)
             found.extend(flag for _, flag in pending)
@@ -227,9 +224,12 @@ class Predictor(BasePredictor):
     def __init__(self, model, classes: Sequence[str], preprocessing: Preprocessing,
                  single_logit: bool = False, info: dict | None = None, ood: dict | None = None,
                  segmenter=None):
+        from cxrkit.data.normalise import Normaliser
+
         self.model = model.eval()
         self.segmenter = segmenter
         self.card = ModelCard.for_model(classes, preprocessing, single_logit, info)
+        self.normaliser = Normaliser.from_preprocessing(preprocessing)
         self.run: RunFolder | None = None
         self._inference_model = None
         self.ood = ood
@@ -264,10 +264,10 @@ class Predictor(BasePredictor):
         return self._scorer
 
     def to_tensor(self, images: Iterable) -> torch.Tensor:
-        """Model input batch (N, C, H, W) as a float32 torch tensor."""
-        import torch
+        """Normalised model input batch (N, C, H, W) as a float32 torch tensor."""
+        from cxrkit.data.normalise import model_input
 
-        return torch.from_numpy(self.to_array(images))
+        return model_input(np.stack([self.prepare(image) for image in images]), self.preprocessing)
 
     def inference_model(self):
         """`model` as prediction runs it: BatchNorm folded into the convolutions before it
@@ -289,12 +289,12 @@ class Predictor(BasePredictor):
     def _outputs(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         import torch
 
-        inputs = torch.from_numpy(batch).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
+            inputs = self.normaliser(torch.from_numpy(batch)[:, None])
             if self.ood_scorer is None:
-                logits, scores = self.inference_model()(inputs), None
+                logits, scores = self.inference_model()(inputs.contiguous(memory_format=torch.channels_last)), None
             else:
-                logits, scores = self.ood_scorer(torch.from_numpy(batch))
+                logits, scores = self.ood_scorer(inputs)
                 scores = scores.numpy()
             return probabilities_from_logits(logits, self.single_logit).numpy(), scores
 

@@ -5,7 +5,11 @@ export`: the model card (classes, positive class, preprocessing contract, frozen
 points, test metrics, the OOD reference's summary), the same card the run's model.ckpt holds.
 The OOD score is the graph's second output. A model that focuses on the lungs carries its lung
 segmenter as a second ONNX graph in the metadata (key `cxrkit_lung_segmenter`). Images are
-prepared by the same numpy code as in training, so nothing here imports torch.
+prepared by the same numpy code as in training and normalised inside the graph
+(`cxrkit.data.normalise.Normaliser`, exported with the model), so nothing here imports torch.
+Files exported before the graph normalised (cxrkit-onnx-v1 with a float32 input) still run:
+for those the input is normalised here, by `_legacy_graph_input`; files exported before the
+card get one built from their metadata keys.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cxrkit.data.preprocess import PIXEL_MAX, Preprocessing
 from cxrkit.errors import CxrkitError
 from cxrkit.inference import BasePredictor
 from cxrkit.run import ModelCard
@@ -40,13 +45,16 @@ class OnnxPredictor(BasePredictor):
         ood_output = metadata.get("ood_output") or (metadata.get("ood") or {}).get("output")
         self._outputs_wanted = [self._output] + ([ood_output] if self.ood else [])
         self.segmenter = segmenter
+        input_types = {node.name: node.type for node in session.get_inputs()}
+        self.graph_normalises = input_types.get(self._input) == "tensor(uint8)"
 
     @property
     def test_metrics(self) -> dict | None:
         return self.card.test_metrics
 
     def _outputs(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        results = self.session.run(self._outputs_wanted, {self._input: batch})
+        feed = batch[:, None] if self.graph_normalises else _legacy_graph_input(batch, self.preprocessing)
+        results = self.session.run(self._outputs_wanted, {self._input: feed})
         return results[0], results[1] if self.ood else None
 
 
@@ -58,6 +66,15 @@ def metadata_card(metadata: dict, path: Path) -> ModelCard:
     return replace(old, model_id=metadata.get("model_id", path.name),
                    operating_points=metadata.get("operating_point"),
                    test_metrics=metadata.get("test_metrics"))
+
+
+def _legacy_graph_input(prepared: np.ndarray, prep: Preprocessing) -> np.ndarray:
+    """Float32 (N, C, H, W) input for a graph exported before it normalised itself: what
+    `cxrkit.data.normalise.Normaliser` computes, in numpy (tests/test_normalise.py pins the two)."""
+    scaled = np.repeat(prepared[:, None].astype(np.float32) / PIXEL_MAX, prep.channels, axis=1)
+    mean = np.asarray(prep.mean, dtype=np.float32)[None, :, None, None]
+    std = np.asarray(prep.std, dtype=np.float32)[None, :, None, None]
+    return (scaled - mean) / std
 
 
 def session_options(threads: int | None = None):

@@ -1,8 +1,10 @@
-"""The preprocessing contract: lung focus, enhancement, resize and normalisation, in numpy only.
+"""The preprocessing contract: lung focus, enhancement and resize in numpy, and the
+normalisation constants (channels, mean, std).
 
 The same functions serve training (through the cache), the Predictor and the ONNX
-runtime path, so an image is prepared identically everywhere. No torch import here: the
-lung segmenter is passed in as an object whose network runs on torch or onnxruntime.
+runtime path, so an image is prepared identically everywhere. Normalisation itself runs in
+torch, on the device and inside exported graphs (`cxrkit.data.normalise`). No torch import
+here: the lung segmenter is passed in as an object whose network runs on torch or onnxruntime.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ ENHANCEMENTS = ("none", "contrast_stretch", "histeq", "clahe")
 RESIZE_MODES = ("pad", "stretch")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+PIXEL_MAX = 255.0  # prepared images are uint8; the model sees pixel / PIXEL_MAX, then mean/std
 
 
 @dataclass(frozen=True)
@@ -145,17 +148,6 @@ def check_segmenter(prep: Preprocessing, segmenter: LungSegmenter | None) -> Lun
         raise CxrkitError(f"lung segmenter {segmenter.digest} differs from the one this model was "
                           f"trained with ({prep.segmenter}); use the segmenter stored with the model")
     return segmenter
-
-
-def normalise(prepared: np.ndarray, prep: Preprocessing) -> np.ndarray:
-    """Turn a prepared uint8 image (HxW, or NxHxW) into float32 model input (C,H,W or N,C,H,W)."""
-    scaled = prepared.astype(np.float32) / 255.0
-    batch = scaled[None] if scaled.ndim == 2 else scaled
-    mean = np.asarray(prep.mean, dtype=np.float32)[None, :, None, None]
-    std = np.asarray(prep.std, dtype=np.float32)[None, :, None, None]
-    stacked = np.repeat(batch[:, None], prep.channels, axis=1)
-    out = (stacked - mean) / std
-    return out[0] if scaled.ndim == 2 else out
 
 
 def channel_stats(channels: int, mean: float, std: float) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cxrkit.config import AugmentConfig
+from cxrkit.data.normalise import unit_scale
 
 
 class HistogramMatch(nn.Module):
@@ -168,7 +169,7 @@ class BatchAugment(nn.Module):
         self.steps = nn.ModuleList(steps)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        batch = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
+        batch = unit_scale(images)
         for step in self.steps:
             batch = step(batch)
         return batch.clamp_(0, 1)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cxrkit.data.preprocess import normalise
+from cxrkit.data.normalise import model_input as normalised_input
 from cxrkit.errors import CxrkitError
 
 METHODS = ("gradcam", "gradcam++", "lime", "shap", "occlusion", "integrated-gradients")
@@ -67,8 +67,7 @@ def torch_model(predictor) -> nn.Module:
 
 def model_input(predictor, prepared: np.ndarray) -> torch.Tensor:
     """Normalised (N, C, H, W) model input for prepared uint8 image(s) (HxW or NxHxW)."""
-    batch = prepared[None] if prepared.ndim == 2 else prepared
-    return torch.from_numpy(normalise(batch, predictor.preprocessing))
+    return normalised_input(prepared, predictor.preprocessing)
 
 
 def class_probabilities(predictor, prepared: np.ndarray, batch_size: int = 32) -> np.ndarray:

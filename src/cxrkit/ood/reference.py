@@ -167,9 +167,9 @@ class OodScorer(nn.Module):
         return logits, score
 
 
-def _batches(images: np.ndarray, batch_size: int, to_input: Callable[[np.ndarray], np.ndarray]):
+def _batches(images: np.ndarray, batch_size: int, to_input: Callable[[np.ndarray], torch.Tensor]):
     for start in range(0, len(images), batch_size):
-        yield torch.from_numpy(to_input(images[start:start + batch_size]))
+        yield to_input(images[start:start + batch_size])
 
 
 @torch.no_grad()
@@ -186,7 +186,7 @@ def _features(traced: nn.Module, images: np.ndarray, to_input, batch_size: int,
 
 
 def fit_reference(model: nn.Module, train_images: np.ndarray, train_labels: np.ndarray,
-                  val_images: np.ndarray, to_input: Callable[[np.ndarray], np.ndarray],
+                  val_images: np.ndarray, to_input: Callable[[np.ndarray], torch.Tensor],
                   percentile: float = DEFAULT_PERCENTILE, batch_size: int = 64,
                   seed: int = 0) -> dict:
     """The OOD reference of a trained model: a dict of tensors/lists for model.ckpt.
@@ -205,7 +205,7 @@ def fit_reference(model: nn.Module, train_images: np.ndarray, train_labels: np.n
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    example = torch.from_numpy(to_input(train_images[:2])).to(device)
+    example = to_input(train_images[:2]).to(device)
     traced, layers = trace_features(model, example)
     train_features = _features(traced, train_images, to_input, batch_size, device)
     classes = np.unique(train_labels)
@@ -256,7 +256,7 @@ def add_reference(run_dir: str | Path, overwrite: bool = False, batch_size: int 
     The weights are unchanged, so a frozen operating_points.json of this model is re-stamped
     with the new file's fingerprint. Returns the reference summary.
     """
-    from cxrkit.data.preprocess import normalise
+    from cxrkit.data.normalise import model_input
     from cxrkit.inference import load_torch_predictor
     from cxrkit.run import RunFolder
 
@@ -281,7 +281,7 @@ def add_reference(run_dir: str | Path, overwrite: bool = False, batch_size: int 
             raise CxrkitError(f"{run.path}/split.csv: no readable {split} images; the reference needs them")
         prepared[split] = (np.stack(images), np.asarray(labels))
     reference = fit_reference(predictor.model, *prepared["train"], prepared["val"][0],
-                              lambda batch: normalise(batch, predictor.preprocessing),
+                              lambda batch: model_input(batch, predictor.preprocessing),
                               batch_size=batch_size)
     run.replace_ood_reference(reference, reference_summary(reference))
     return reference_summary(reference)

@@ -25,7 +25,8 @@ import yaml
 from cxrkit.config import Config, build_config, config_to_yaml, load_config_file, monitor_mode
 from cxrkit.data.cache import CachedImages, Progress, load_cached_images
 from cxrkit.data.datamodule import CachedDataModule, CachedImageDataset
-from cxrkit.data.preprocess import Preprocessing, channel_stats, imagenet_stats, normalise
+from cxrkit.data.normalise import model_input
+from cxrkit.data.preprocess import Preprocessing, channel_stats, imagenet_stats
 from cxrkit.data.sources import load_sources
 from cxrkit.data.splits import assign_splits_cached, merge_groups, read_split_file
 from cxrkit.data.transforms import train_augmentation
@@ -489,7 +490,7 @@ def _ood_reference(model, images: np.ndarray, labels: np.ndarray, masks: dict,
 
     try:
         return fit_reference(model, images[masks["train"]], labels[masks["train"]],
-                             images[masks["val"]], lambda batch: normalise(batch, prep))
+                             images[masks["val"]], lambda batch: model_input(batch, prep))
     except CxrkitError as error:
         log.warning("no out-of-distribution reference for this run: %s", error)
         return None

@@ -16,6 +16,7 @@ from torchmetrics.classification import (
 )
 
 from cxrkit.config import TrainConfig, monitor_mode
+from cxrkit.data.normalise import Normaliser
 from cxrkit.inference import probabilities_from_logits
 
 OPTIMIZERS = {
@@ -26,6 +27,8 @@ OPTIMIZERS = {
     "rmsprop": lambda params, c: torch.optim.RMSprop(params, lr=c.lr, eps=c.eps, momentum=c.momentum,
                                                      weight_decay=c.weight_decay),
 }
+
+LEGACY_BUFFERS = ("mean", "std")  # Classifier buffers before the Normaliser held them
 
 
 def focal_loss(logits: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor | None,
@@ -54,10 +57,8 @@ class Classifier(L.LightningModule):
         self.augment = augment
         self.num_classes = num_classes
         self.config = train_config
-        self.channels = channels
         self.single_logit = single_logit
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+        self.normaliser = Normaliser(channels, mean, std)
         self.register_buffer("class_weights", class_weights if class_weights is not None else torch.ones(
             num_classes))
         self.val_loss = MeanMetric()
@@ -73,11 +74,15 @@ class Classifier(L.LightningModule):
                 batch = self.augment(images), targets
         return batch
 
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """Also loads checkpoints written before the `Normaliser`, which held mean/std as buffers
+        (their home is the preprocessing contract; the values are dropped, not used)."""
+        kept = {key: value for key, value in state_dict.items() if key not in LEGACY_BUFFERS}
+        return super().load_state_dict(kept, strict=strict, assign=assign)
+
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 (0-255) or float (0-1) batches to the model's normalised input."""
-        batch = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
-        batch = batch.expand(-1, self.channels, -1, -1)
-        batch = (batch - self.mean) / self.std
+        """uint8 (0-255) or float (0-1) batches to the model's normalised input (`Normaliser`)."""
+        batch = self.normaliser(images)
         if self.config.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
         return batch
