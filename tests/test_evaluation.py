@@ -20,7 +20,7 @@ from cxrkit.evaluation import evaluate_run
 from cxrkit.evaluation.bootstrap import bootstrap_intervals, resample_weights, weighted_auc
 from cxrkit.evaluation.calibration import apply_temperature, fit_temperature
 from cxrkit.evaluation.external import match_classes
-from cxrkit.evaluation.run import collapsed_interval_notes, is_tuberculosis
+from cxrkit.evaluation.notes import collapsed_interval_notes, is_tuberculosis
 from cxrkit.evaluation.thresholds import choose_thresholds
 from cxrkit.models import build_model
 from cxrkit.run import CHECKPOINT_FORMAT, positive_class_index

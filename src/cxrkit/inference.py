@@ -279,11 +279,12 @@ class Predictor(BasePredictor):
         import torch
         from torch.fx.experimental.optimization import fuse
 
-        if self._inference_model is None:
-            model = copy.deepcopy(self.model).eval()
-            with contextlib.suppress(Exception):  # a model torch.fx cannot trace runs unfused
-                model = fuse(model)
-            self._inference_model = model.to(memory_format=torch.channels_last)
+        with _SCORER_LOCK:  # torch.fx tracing is not thread-safe (concurrent first requests)
+            if self._inference_model is None:
+                model = copy.deepcopy(self.model).eval()
+                with contextlib.suppress(Exception):  # a model torch.fx cannot trace runs unfused
+                    model = fuse(model)
+                self._inference_model = model.to(memory_format=torch.channels_last)
         return self._inference_model
 
     def _outputs(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:

@@ -210,7 +210,8 @@ def calibrate_site(run_dir: str | Path, data: str | Path, site: str | None = Non
     """Calibrate a run on site data; write tables, calibration.html and (with `select`) the
     site operating point. Returns the calibration.json document."""
     from cxrkit.deployment.tables import threshold_grid, threshold_table, who_rows
-    from cxrkit.evaluation.run import _operating_points, predict_table
+    from cxrkit.evaluation.operating_points import frozen_points
+    from cxrkit.evaluation.prediction import predict_table
     from cxrkit.evaluation.thresholds import add_site_point
     from cxrkit.inference import load_torch_predictor
 
@@ -228,7 +229,7 @@ def calibrate_site(run_dir: str | Path, data: str | Path, site: str | None = Non
         raise CxrkitError(f"{run_dir}: calibrating a threshold needs a binary run (this one has "
                           f"classes {', '.join(predictor.classes)})")
     table = site_table(data, predictor.classes, positive_class, by, class_map)
-    points = _operating_points(predictor, run.split(), False, None, None, False)
+    points = frozen_points(predictor)
     if selection is not None and site in points.sites and not overwrite:
         add_site_point(dict(points.document), site, {}, overwrite=False)  # raises the one-line refusal
     out_dir = Path(out_dir).expanduser() if out_dir else run_dir / "sites" / site

@@ -52,7 +52,7 @@ def compare_deployment(old_run: str | Path, new_run: str | Path, data: str | Pat
     """Both runs on the site data at the old site point, and the new one at its own, if any."""
     from cxrkit.deployment.calibrate import site_table
     from cxrkit.deployment.monitor import psi
-    from cxrkit.evaluation.run import predict_table
+    from cxrkit.evaluation.prediction import predict_table
     from cxrkit.inference import load_torch_predictor
 
     old_run, new_run = Path(old_run).expanduser(), Path(new_run).expanduser()

@@ -197,7 +197,7 @@ def train_variant(config: Config) -> str | None:
 
 def clear_evaluation(run_dir: Path) -> None:
     """Remove what an interrupted evaluation left, so the resumed run evaluates its final model."""
-    from cxrkit.evaluation.run import RUN_OUTPUTS
+    from cxrkit.evaluation.outputs import RUN_OUTPUTS
     from cxrkit.run.folder import OPERATING_POINTS_FILE
 
     for name in (*RUN_OUTPUTS, OPERATING_POINTS_FILE):
