@@ -83,5 +83,6 @@ def test_every_consumer_decides_at_the_frozen_point_and_follows_it(run: Path, tm
         report = pd.read_csv(run / "predictions.csv")
         expected = np.where(report["prob_Tuberculosis"] >= threshold, "Tuberculosis", "Normal")
         assert (report["predicted_label"] == expected).all(), name
+        assert f"**{name}**" in (run / "MODEL_CARD.md").read_text()  # the card follows the point
         seen[name] = decisions["report"]
     assert len({tuple(labels) for labels in seen.values()}) >= 2  # moving the point moved them all

@@ -197,3 +197,36 @@ def test_in_memory_predictor_has_a_card(tmp_path: Path):
     assert predictor.card.positive_class == "Effusion" and predictor.operating_point().name == "argmax"
     image = write_image(tmp_path / "probe.png", 50)
     assert predictor.predict(str(image)) == [predictor.classes[int(predictor.predict_proba(str(image)).argmax())]]
+
+
+def test_evaluate_writes_the_model_card_and_claim_checklist(tmp_path: Path):
+    from test_evaluation import evaluate
+    from test_evaluation import make_run as make_evaluated_run
+
+    run = make_evaluated_run(tmp_path)
+    evaluate(run)
+    card = (run / "MODEL_CARD.md").read_text()
+    assert "Not for clinical use" in card and "Cross-site caveat" in card
+    assert "**argmax**" in card and "chosen on the validation split" in card
+    metrics = json.loads((run / "metrics.json").read_text())
+    low, high = metrics["confidence_intervals"]["roc_auc"]
+    assert f"| ROC-AUC | {metrics['roc_auc']:.3f} ({low:.3f} to {high:.3f}) |" in card
+    claim = (run / "CLAIM_checklist.md").read_text()
+    assert claim.count("**[author]**") >= 15
+    assert "| 29 | " in claim and "200 resamples" in claim
+    assert "| 5 | Prospective or retrospective study | Retrospective" in claim
+
+    evaluate(run, operating_point="youden", set_default=True, overwrite=True)
+    threshold = json.loads((run / "operating_points.json").read_text())["points"]["youden"]["threshold"]
+    card = (run / "MODEL_CARD.md").read_text()
+    assert "**youden**" in card and f">= {threshold:.4f}" in card and "| youden (used) |" in card
+
+    external = tmp_path / "hospital_b"
+    for label, value in (("Normal", 0), ("Tuberculosis", 150)):
+        for index in range(5):
+            write_image(external / label / f"{index}.png", value + index * 9)
+    evaluate(run, data=external)
+    assert not (run / "external" / "hospital_b" / "MODEL_CARD.md").exists()
+    evaluate(run, overwrite=True)
+    assert "### External validation" in (run / "MODEL_CARD.md").read_text()
+    assert "Internal validation only" not in (run / "MODEL_CARD.md").read_text()

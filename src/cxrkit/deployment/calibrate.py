@@ -307,6 +307,9 @@ def calibrate_site(run_dir: str | Path, data: str | Path, site: str | None = Non
     if chosen:
         frozen = dict(run.operating_points().document)
         run.write_operating_points(add_site_point(frozen, site, document["site_point"], overwrite))
+        from cxrkit.evaluation.documents import write_run_documents
+
+        write_run_documents(run)  # the model card lists the site points
     return document
 
 

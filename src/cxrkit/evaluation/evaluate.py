@@ -15,6 +15,7 @@ from pathlib import Path
 
 from cxrkit.errors import CxrkitError
 from cxrkit.evaluation.bootstrap import bootstrap_intervals
+from cxrkit.evaluation.documents import write_run_documents
 from cxrkit.evaluation.figures import lung_figure, make_figures
 from cxrkit.evaluation.metrics import compute_metrics
 from cxrkit.evaluation.notes import (
@@ -81,6 +82,8 @@ def evaluate_run(run_dir: str | Path, options: EvaluateOptions | None = None, pr
         if lungs is not None:
             figures["lungs"] = lungs
     write_outputs(out_dir, result, scored, predictions, figures, predictor, options.gradcam)
+    if official:
+        write_run_documents(run)
     return result
 
 

@@ -19,7 +19,7 @@ from cxrkit.run import RunFolder
 
 logger = logging.getLogger(__name__)
 RUN_OUTPUTS = ("metrics.json", "test_metrics.json", "classification_report.txt",
-               "predictions.csv", "report.html")
+               "predictions.csv", "report.html", "MODEL_CARD.md", "CLAIM_checklist.md")
 
 
 def guard_outputs(out_dir: Path, run_dir: Path, overwrite: bool) -> None:
