@@ -93,6 +93,7 @@ def export_model(run_dir: str | Path, format: str = "onnx", out: str | Path | No
         ood_diff = max(float((np.abs(exported[1] - torch_[1]) / np.maximum(np.abs(torch_[1]), 1e-6)
                               ).max()) for exported, torch_ in pairs)
     return {"path": out, "format": format, "model_id": predictor.model_id,
+            "decision": predictor.operating_point().describe(),
             "max_abs_diff": max_abs_diff, "ood_max_rel_diff": ood_diff, "checked_on": described,
             "checked_batch_sizes": [len(batch) for batch in check_inputs]}
 
