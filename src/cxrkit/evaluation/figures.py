@@ -7,9 +7,16 @@ from pathlib import Path
 import pandas as pd
 from sklearn.metrics import confusion_matrix
 
-from cxrkit.evaluation import plots
 from cxrkit.evaluation.calibration import apply_temperature
 from cxrkit.evaluation.options import EvaluateOptions
+from cxrkit.evaluation.plots import (
+    plot_class_distribution,
+    plot_confusion,
+    plot_pr,
+    plot_reliability,
+    plot_roc,
+    plot_sample_grid,
+)
 from cxrkit.evaluation.result import Scored
 from cxrkit.run import OperatingPoints, RunFolder
 
@@ -25,11 +32,11 @@ def make_figures(folder: Path, scored: Scored, predictions: pd.DataFrame, frozen
     temperature = frozen.document.get("temperature")
     confusion = confusion_matrix(y_true, scored.y_pred, labels=list(range(len(classes))))
     figures = {
-        "roc": plots.plot_roc(y_true, probabilities, classes, positive_index, frozen.document["points"],
+        "roc": plot_roc(y_true, probabilities, classes, positive_index, frozen.document["points"],
                               selected, folder / "roc.png"),
-        "pr": plots.plot_pr(y_true, probabilities, classes, positive_index, folder / "pr.png"),
-        "confusion": plots.plot_confusion(confusion.tolist(), classes, folder / "confusion_matrix.png"),
-        "reliability": plots.plot_reliability(
+        "pr": plot_pr(y_true, probabilities, classes, positive_index, folder / "pr.png"),
+        "confusion": plot_confusion(confusion.tolist(), classes, folder / "confusion_matrix.png"),
+        "reliability": plot_reliability(
             y_true, probabilities, positive_index, folder / "reliability.png",
             apply_temperature(probabilities, temperature) if options.calibrate and temperature else None),
     }
@@ -37,7 +44,7 @@ def make_figures(folder: Path, scored: Scored, predictions: pd.DataFrame, frozen
     if options.external:
         distribution = pd.concat([distribution, pd.DataFrame({"split": "external",
                                                               "label": scored.table["label"]})])
-    figures["class_distribution"] = plots.plot_class_distribution(
+    figures["class_distribution"] = plot_class_distribution(
         distribution, folder / "class_distribution.png")
     figures["samples"] = sample_grid(predictions, classes, positive_index, folder / "samples.png")
     curves = run.file("training_curves.png")
@@ -82,4 +89,4 @@ def sample_grid(predictions: pd.DataFrame, classes: list[str], positive_index: i
         shown = classes[positive_index] if positive_index is not None else row["predicted_label"]
         titles.append(f"{Path(row['path']).name[:24]}\ntrue {row['true_label']} | pred "
                       f"{row['predicted_label']}\nP({shown}) = {row[f'prob_{shown}']:.2f}")
-    return plots.plot_sample_grid(images, titles, frame["correct"].tolist(), path)
+    return plot_sample_grid(images, titles, frame["correct"].tolist(), path)
