@@ -230,3 +230,23 @@ def test_evaluate_writes_the_model_card_and_claim_checklist(tmp_path: Path):
     evaluate(run, overwrite=True)
     assert "### External validation" in (run / "MODEL_CARD.md").read_text()
     assert "Internal validation only" not in (run / "MODEL_CARD.md").read_text()
+
+
+def test_stale_points_are_rechosen_only_by_the_runs_own_evaluation_with_overwrite(tmp_path: Path):
+    """A retrained model.ckpt (e.g. `train --resume RUN --overwrite`) makes the frozen points
+    stale: every reader refuses them until the run's test evaluation re-chooses them."""
+    from test_evaluation import evaluate
+    from test_evaluation import make_run as make_evaluated_run
+
+    run = make_evaluated_run(tmp_path)
+    evaluate(run)
+    tamper(run)
+    with pytest.raises(CxrkitError, match="different model.ckpt"):
+        cxrkit.load(run)
+    with pytest.raises(CxrkitError, match="different model.ckpt"):
+        evaluate(run, split="val")
+    with pytest.raises(CxrkitError, match="pass --overwrite"):
+        evaluate(run)
+    evaluate(run, overwrite=True)
+    assert json.loads((run / "operating_points.json").read_text())["model_sha256"] == RunFolder(run).fingerprint()
+    assert cxrkit.load(run).operating_point().name == "argmax"

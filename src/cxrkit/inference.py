@@ -347,17 +347,19 @@ def _as_list(images) -> list:
     return list(images)
 
 
-def load_torch_predictor(path: str | Path) -> Predictor:
-    """Build a Predictor from a run folder or model.ckpt, with the run's card."""
+def load_torch_predictor(path: str | Path, operating_points: bool = True) -> Predictor:
+    """Build a Predictor from a run folder or model.ckpt, with the run's card;
+    `operating_points=False` loads it without the frozen points (which refuse to load when
+    chosen for another model.ckpt): for evaluation, which re-chooses them."""
     run = RunFolder(path)
-    return predictor_from_checkpoint(run, run.read_checkpoint())
+    return predictor_from_checkpoint(run, run.read_checkpoint(), operating_points)
 
 
-def predictor_from_checkpoint(run: RunFolder, data: dict) -> Predictor:
+def predictor_from_checkpoint(run: RunFolder, data: dict, operating_points: bool = True) -> Predictor:
     """The Predictor of `run` from its model.ckpt contents `data` (read once by the caller)."""
     from cxrkit.models import build_model
 
-    card = run.card()
+    card = run.card(with_points=operating_points)
     source = run.checkpoint_path
     try:
         model = build_model(**card.model, weights="none", freeze="none")

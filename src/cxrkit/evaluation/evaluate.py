@@ -61,7 +61,7 @@ def evaluate_run(run_dir: str | Path, options: EvaluateOptions | None = None, pr
     from cxrkit.inference import load_torch_predictor
 
     options = EvaluateOptions.of(options, settings)
-    predictor = load_torch_predictor(run_dir)
+    predictor = load_torch_predictor(run_dir, operating_points=False)  # chosen, checked below
     run = predictor.run
     out_dir = options.out_dir_for(run.path)
     guard_outputs(out_dir, run.path, options.overwrite)

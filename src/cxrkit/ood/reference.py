@@ -261,7 +261,7 @@ def add_reference(run_dir: str | Path, overwrite: bool = False, batch_size: int 
     from cxrkit.run import RunFolder
 
     run = RunFolder(run_dir)
-    predictor = load_torch_predictor(run.checkpoint_path)
+    predictor = load_torch_predictor(run.checkpoint_path, operating_points=False)
     if predictor.ood is not None and not overwrite:
         raise CxrkitError(f"{run.checkpoint_path} already has an out-of-distribution reference; pass "
                           "--overwrite to recompute it")

@@ -137,13 +137,14 @@ class RunFolder:
             self._card = (key, card)
         return self._card[1]
 
-    def card(self) -> ModelCard:
+    def card(self, with_points: bool = True) -> ModelCard:
         """The full card: the training facts plus the fingerprint, model id, verified operating
-        points, test metrics and per-site metrics the run has now."""
+        points, test metrics and per-site metrics the run has now. `with_points=False` leaves
+        the operating points out (for evaluation, which may re-choose stale ones)."""
         card = self.training_card()
         if card.training_data is None and self.file(SPLIT_FILE).is_file():
             card = replace(card, training_data=split_summary(self.split(), self.data_sources()))
-        points = self.operating_points()
+        points = self.operating_points() if with_points else None
         metrics = self.read_json(METRICS_FILE) or {}
         return replace(card, model_id=self.model_id(), model_sha256=self.fingerprint(),
                        operating_points=None if points is None else points.document,
