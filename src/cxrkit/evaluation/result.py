@@ -32,10 +32,6 @@ class Scored:
     positive_index: int | None
     skipped: list[tuple[str, str]]
 
-    @property
-    def positive_class(self) -> str | None:
-        return None if self.positive_index is None else self.classes[self.positive_index]
-
 
 @dataclass(frozen=True)
 class Evaluated:

@@ -174,10 +174,6 @@ class OperatingPoints:
         return self.document["selected"]
 
     @property
-    def names(self) -> list[str]:
-        return list(self.document["points"])
-
-    @property
     def sites(self) -> dict[str, dict]:
         return dict(self.document.get("sites") or {})
 
