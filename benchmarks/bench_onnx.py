@@ -29,8 +29,8 @@ import torch
 import cxrkit
 from cxrkit.data.preprocess import Preprocessing
 from cxrkit.export import export_model
-from cxrkit.inference import CHECKPOINT_FORMAT
 from cxrkit.models import build_model
+from cxrkit.run import CHECKPOINT_FORMAT
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 # name -> (build_model kwargs, image size, channels); baseline_cnn is the tb-fast recipe's network

@@ -155,8 +155,8 @@ def make_default_run(folder: Path) -> Path:
     import torch
 
     from cxrkit.data.preprocess import Preprocessing
-    from cxrkit.inference import CHECKPOINT_FORMAT
     from cxrkit.models import build_model
+    from cxrkit.run import CHECKPOINT_FORMAT
 
     spec = {"name": "baseline_cnn", "num_classes": 2, "in_channels": 1, "dropout": 0.2,
             "width": 16, "depth": 5}

@@ -142,7 +142,7 @@ def test_calibrate_freezes_site_point_checked_on_held_out_part(run_and_site, tmp
     expected = np.where(predictions["prob_Tuberculosis"] >= point["threshold"], "Tuberculosis",
                         "Normal")
     clear = (predictions["prob_Tuberculosis"] - point["threshold"]).abs() > 1e-6  # CSV rounding
-    assert (predictions["predicted"] == expected)[clear].all()
+    assert (predictions["decision"] == expected)[clear].all()
     assert (predictions["operating_point"] == "site:clinic").all()
 
     with pytest.raises(CxrkitError, match="already has a site operating point"):
@@ -152,7 +152,7 @@ def test_calibrate_freezes_site_point_checked_on_held_out_part(run_and_site, tmp
     torch.save(state, run / "model.ckpt")
     assert main(["predict", str(run), str(site), "--out", str(tmp_path / "p2.csv"), "--site",
                  "clinic"]) == 2
-    assert "calibrated for a different model.ckpt" in capsys.readouterr().err
+    assert "for a different model.ckpt" in capsys.readouterr().err  # every read checks the fingerprint
 
 
 def test_too_few_site_images_warn_that_the_ci_does_not_exclude_the_target(tmp_path: Path):

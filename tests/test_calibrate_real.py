@@ -50,5 +50,5 @@ def test_calibrate_at_the_nlm_sites_and_predict_with_the_site_point(tb_run: Path
     assert "site:tb-nlm" in capsys.readouterr().out
     predictions = pd.read_csv(out)
     called = predictions["prob_Tuberculosis"].to_numpy() >= point["threshold"] - 1e-6
-    assert np.mean(predictions["predicted"] == "Tuberculosis") == pytest.approx(
+    assert np.mean(predictions["decision"] == "Tuberculosis") == pytest.approx(
         np.mean(called), abs=0.01)

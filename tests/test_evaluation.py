@@ -20,10 +20,10 @@ from cxrkit.evaluation import evaluate_run
 from cxrkit.evaluation.bootstrap import bootstrap_intervals, resample_weights, weighted_auc
 from cxrkit.evaluation.calibration import apply_temperature, fit_temperature
 from cxrkit.evaluation.external import match_classes
-from cxrkit.evaluation.run import collapsed_interval_notes
-from cxrkit.evaluation.thresholds import choose_thresholds, is_tuberculosis, positive_class_index
-from cxrkit.inference import CHECKPOINT_FORMAT
+from cxrkit.evaluation.notes import collapsed_interval_notes
+from cxrkit.evaluation.thresholds import choose_thresholds, is_tuberculosis
 from cxrkit.models import build_model
+from cxrkit.run import CHECKPOINT_FORMAT, positive_class_index
 
 BINARY = ("Normal", "Tuberculosis")
 VALUES = {"Normal": 0, "Tuberculosis": 150, "Pneumonia": 80}

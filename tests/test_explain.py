@@ -13,6 +13,7 @@ from cxrkit.errors import CxrkitError
 from cxrkit.explain import METHODS, explain, overlay, panel, save_overlay
 from cxrkit.inference import Predictor
 from cxrkit.models import MODELS, build_model, cam_layer_name
+from cxrkit.run import RunFolder
 from test_explain_fixtures import SIZE, blobs_image, dark_images, quadrant_predictor, top_left_share
 
 OPTIONS = {
@@ -96,7 +97,7 @@ def test_shap_background_comes_from_the_run_training_split(tmp_path):
         paths.append((str(path), "Normal", "", split))
     pd.DataFrame(paths, columns=["path", "label", "group", "split"]).to_csv(tmp_path / "split.csv", index=False)
     predictor = quadrant_predictor()
-    predictor.run_dir = tmp_path
+    predictor.run = RunFolder(tmp_path)
     explanation = explain(predictor, blobs_image(), "shap", n_background=3)
     assert top_left_share(explanation.heatmap) > 0.8
 

@@ -12,8 +12,8 @@ from PIL import Image
 
 from cxrkit.cli import main
 from cxrkit.data.preprocess import Preprocessing
-from cxrkit.inference import CHECKPOINT_FORMAT
 from cxrkit.models import build_model
+from cxrkit.run import CHECKPOINT_FORMAT
 from test_explain_fixtures import SIZE, blobs_image
 
 

@@ -25,6 +25,7 @@ from cxrkit.explain.faithfulness import (
 from cxrkit.explain.gallery import make_gallery, positive_classes, select_cases
 from cxrkit.inference import Predictor
 from cxrkit.models import build_model
+from cxrkit.run import ModelCard
 from test_explain_fixtures import SIZE, blobs_image, quadrant_predictor
 
 
@@ -93,11 +94,15 @@ def test_benchmark_table_has_a_row_per_method_and_the_random_baseline():
     assert calls[-1] == ("occlusion", 3)
 
 
-def test_positive_class_for_the_gallery():
-    assert positive_classes(["Normal", "Tuberculosis"]) == ["Tuberculosis"]
-    assert positive_classes(["PNEUMONIA", "NORMAL"]) == ["PNEUMONIA"]
-    assert positive_classes(["cat", "dog"]) == ["dog"]
-    assert positive_classes(["Normal", "Pneumonia", "Tuberculosis"]) == [
+def test_positive_class_for_the_gallery_is_the_model_cards():
+    def card(classes: list[str]) -> ModelCard:
+        return ModelCard.for_model(classes, Preprocessing(image_size=SIZE, channels=1))
+
+    assert positive_classes(card(["Normal", "Tuberculosis"])) == ["Tuberculosis"]
+    assert positive_classes(card(["PNEUMONIA", "NORMAL"])) == ["PNEUMONIA"]
+    assert positive_classes(card(["cat", "dog"])) == ["dog"]
+    assert positive_classes(card(["Effusion", "No Finding"])) == ["Effusion"]  # was "No Finding"
+    assert positive_classes(card(["Normal", "Pneumonia", "Tuberculosis"])) == [
         "Normal",
         "Pneumonia",
         "Tuberculosis",

@@ -20,9 +20,9 @@ from cxrkit.cli import main
 from cxrkit.data.preprocess import Preprocessing
 from cxrkit.errors import CxrkitError
 from cxrkit.export import export_model
-from cxrkit.inference import CHECKPOINT_FORMAT
 from cxrkit.models import build_model
 from cxrkit.onnx_predictor import load_onnx_predictor
+from cxrkit.run import CHECKPOINT_FORMAT
 
 CLASSES = ("Normal", "Tuberculosis")
 
@@ -71,7 +71,8 @@ def test_onnx_export_carries_contract_and_matches_pytorch(run: Path, tmp_path: P
     torch_predictor = cxrkit.load(run)
     assert onnx_predictor.classes == list(CLASSES)
     assert onnx_predictor.preprocessing == torch_predictor.preprocessing
-    assert onnx_predictor.operating_point["points"]["youden"]["threshold"] == 0.3
+    assert onnx_predictor.operating_point("youden").threshold == 0.3
+    assert onnx_predictor.card == torch_predictor.card  # one card, in model.ckpt and the ONNX file
     assert onnx_predictor.test_metrics == {"accuracy": 0.9, "roc_auc": 0.95}
     assert onnx_predictor.info["model_name"] == "baseline_cnn"
     assert onnx_predictor.model_id == result["model_id"] and result["model_id"].startswith("run@")
@@ -99,7 +100,7 @@ def test_torchscript_export_matches_pytorch(run: Path, tmp_path: Path):
     with warnings.catch_warnings():  # TorchScript is deprecated upstream (newer torch warns); the file still loads
         warnings.simplefilter("ignore", FutureWarning)
         module = torch.jit.load(str(result["path"]), _extra_files=extra)
-    assert json.loads(extra["cxrkit.json"])["classes"] == list(CLASSES)
+    assert json.loads(extra["cxrkit.json"])["card"]["classes"] == list(CLASSES)
     assert module(torch.zeros(4, 1, 32, 32, dtype=torch.uint8)).shape == (4, 2)
 
 

@@ -22,7 +22,7 @@ from cxrkit.models import MODELS, build_model
 from cxrkit.ood import flag_summary, ood_flag_rates, probe_images, warning_text
 from cxrkit.ood.reference import OodScorer, trace_features
 from cxrkit.ood.runs import add_reference
-from cxrkit.run_facts import model_fingerprint
+from cxrkit.run import RunFolder
 from test_evaluation import make_run
 
 FAR_AWAY = np.full((48, 48), 255, dtype=np.uint8)
@@ -155,7 +155,7 @@ def test_reference_for_an_existing_run_keeps_its_operating_point(tmp_path: Path,
     assert main(["ood", str(run)]) == 0
     assert "threshold" in capsys.readouterr().out
     points = json.loads((run / "operating_points.json").read_text())
-    assert points["model_sha256"] == model_fingerprint(run)
+    assert points["model_sha256"] == RunFolder(run).fingerprint()
     evaluate_run(run, data=run.parent / "data", n_bootstrap=100, gradcam=False, calibrate=False)
     assert main(["ood", str(run)]) == 2
     assert "already has an out-of-distribution reference" in capsys.readouterr().err

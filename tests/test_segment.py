@@ -399,7 +399,8 @@ def test_lung_crop_runs_through_train_predict_and_onnx(lung_run: Path, tiny_weig
 
     checkpoint = torch.load(lung_run / "model.ckpt", weights_only=True)
     digest = weights_digest(read_weights(tiny_weights))
-    assert checkpoint["preprocessing"]["lung_crop"] and checkpoint["preprocessing"]["segmenter"] == digest
+    preprocessing = checkpoint["card"]["preprocessing"]
+    assert preprocessing["lung_crop"] and preprocessing["segmenter"] == digest
     assert weights_digest(checkpoint["segmenter"]) == digest
     assert json.loads((lung_run / "training.json").read_text())["lung_fallbacks"] >= 1
     assert "flat.png" in (lung_run / "lung_fallbacks.csv").read_text()

@@ -130,11 +130,11 @@ def test_serves_onnx_without_gradcam(client: TestClient, run: Path, tmp_path: Pa
 
 def test_without_operating_point_the_decision_is_argmax(tmp_path: Path):
     served = load_served_model(make_run(tmp_path / "plain"))
-    assert served.rule.threshold is None and "most probable class" in served.rule.describe()
-    assert served.rule.decide(np.array([0.6, 0.4])) == "Normal"
-    assert served.rule.decide(np.array([0.6, 0.4]), threshold=0.3) == "Tuberculosis"
+    assert served.point.threshold is None and "most probable class" in served.point.describe()
+    assert served.point.labels(np.array([0.6, 0.4])) == ["Normal"]
+    assert served.point.with_threshold(0.3, "a test").labels(np.array([0.6, 0.4])) == ["Tuberculosis"]
     three = load_served_model(make_run(tmp_path / "three", classes=("A", "B", "C")))
-    assert three.rule.positive_class is None and three.rule.decide(np.array([0.2, 0.3, 0.5])) == "C"
+    assert three.point.positive_class is None and three.point.labels(np.array([0.2, 0.3, 0.5])) == ["C"]
 
 
 def test_stale_or_broken_operating_point_is_refused(tmp_path: Path):

@@ -13,7 +13,7 @@ from pydicom.uid import generate_uid
 import cxrkit
 from cxrkit.cli import main
 from cxrkit.deployment.calibrate import SiteAnalysis, calibrate_site
-from cxrkit.run_facts import run_model_id
+from cxrkit.run import RunFolder
 from test_calibrate import site_csv
 from test_dicom import chest_like, write_dicom
 from test_evaluation import make_run
@@ -58,7 +58,7 @@ def test_predict_fhir_bundle_and_ndjson_validate(site_run, tmp_path: Path, capsy
     for entry, decision in zip(bundle.entry, expected, strict=True):
         facts = observation_facts(entry.resource.model_dump(mode="json"))
         assert facts["decision"] == decision and facts["operating_point"] == "site:clinic"
-        assert facts["model_id"] == run_model_id(run)
+        assert facts["model_id"] == RunFolder(run).model_id()
         assert facts["threshold"] == pytest.approx(threshold, abs=1e-6)
     lines = tmp_path / "observations.ndjson"
     assert main(["predict", str(run), str(folder), "--out", str(lines), "--format", "fhir"]) == 0
@@ -123,7 +123,7 @@ def test_dicom_inputs_get_a_structured_report(site_run, tmp_path: Path, capsys):
     assert group.get_qualitative_evaluations()[0].value.meaning == decision
     assert group.get_measurements()[0].value == pytest.approx(score, abs=1e-5)
     texts = text_values(dataset)
-    assert run_model_id(run) in texts and "operating_point=site:clinic" in texts
+    assert RunFolder(run).model_id() in texts and "operating_point=site:clinic" in texts
     given = next(t for t in texts if t.startswith("threshold="))
     assert np.isclose(float(given.split("=")[1]), threshold, atol=1e-5)
     assert (tmp_path / "p.csv").is_file()

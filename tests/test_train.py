@@ -29,8 +29,8 @@ def test_training_writes_a_complete_run_folder(tiny_folder, tiny_overrides):
     split = pd.read_csv(run / "split.csv")
     assert set(split["split"]) == {"train", "val", "test"} and len(split) == 32
     checkpoint = torch.load(run / "model.ckpt", weights_only=True)
-    assert checkpoint["preprocessing"]["image_size"] == 32
-    assert checkpoint["classes"] == ["Normal", "Tuberculosis"]
+    assert checkpoint["card"]["preprocessing"]["image_size"] == 32
+    assert checkpoint["card"]["classes"] == ["Normal", "Tuberculosis"]
 
 
 def test_training_alone_does_not_evaluate(tiny_folder, tiny_overrides):
@@ -100,8 +100,8 @@ def test_predict_cli_writes_a_probability_per_class(tiny_folder, tiny_overrides,
     out = tmp_path / "preds.csv"
     assert main(["predict", str(run), str(tiny_folder / "Normal"), "--out", str(out)]) == 0
     table = pd.read_csv(out)
-    assert list(table.columns) == ["path", "predicted", "prob_Normal", "prob_Tuberculosis", "ood_score",
-                                   "out_of_distribution"]
+    assert list(table.columns) == ["path", "decision", "prob_Normal", "prob_Tuberculosis", "ood_score",
+                                   "out_of_distribution", "operating_point", "threshold", "chosen_on"]
     assert len(table) == 16
     assert main(["predict", str(run), str(tiny_folder), "--out", str(out)]) == 2
     assert "already exists" in capsys.readouterr().err

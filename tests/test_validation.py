@@ -114,7 +114,7 @@ def test_crafted_onnx_metadata_is_one_line(tmp_path, capsys):
     model = onnx.load(path)
     entry = next(e for e in model.metadata_props if e.key == METADATA_KEY)
     metadata = json.loads(entry.value)
-    metadata["preprocessing"] = {"image_size": "huge"}
+    metadata["card"]["preprocessing"] = {"image_size": "huge"}
     entry.value = json.dumps(metadata)
     onnx.save(model, path)
     write_image(tmp_path / "a.png", 0)

@@ -34,6 +34,7 @@ class DataConfig(Section):
     site: str | None = None
     class_map: dict[str, str] = {}
     sources: list[DataSource] = []
+    positive_class: str | None = None
     group_pattern: str | None = None
     split_file: str | None = None
     val_fraction: float = Field(0.1, gt=0, lt=0.5)

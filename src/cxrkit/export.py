@@ -4,10 +4,10 @@ The exported graph takes prepared uint8 images (N, 1, H, W: lung focus, enhancem
 done, `Predictor.prepare`) with a dynamic batch axis, normalises them itself (the same
 `cxrkit.data.normalise.Normaliser` as in training) and returns class probabilities, and, when
 the run has an out-of-distribution reference, a second output `ood_score` computed inside the
-graph (see cxrkit.ood). The preprocessing contract, class names,
-single-logit flag, the OOD threshold, the run's operating point and test metrics travel inside
-the file (ONNX metadata_props key `cxrkit`, or the TorchScript extra file `cxrkit.json`), so the
-exported file stands on its own.
+graph (see cxrkit.ood). The run's model card (classes, positive class, preprocessing contract,
+frozen operating points, test metrics, OOD threshold; the same card the PyTorch Predictor
+reads) travels inside the file (ONNX metadata_props key `cxrkit`, or the TorchScript extra file
+`cxrkit.json`), so the exported file stands on its own.
 A run that focuses on the lungs also carries its lung segmenter as ONNX (metadata_props key
 `cxrkit_lung_segmenter`, or the TorchScript extra file `lung_segmenter.onnx`), so the ONNX
 runtime path needs no torch.
@@ -15,7 +15,6 @@ runtime path needs no torch.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import tempfile
@@ -25,10 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from cxrkit.errors import CxrkitError
-from cxrkit.inference import load_torch_predictor, read_checkpoint, resolve_checkpoint
+from cxrkit.inference import predictor_from_checkpoint
 from cxrkit.onnx_predictor import METADATA_FORMAT, METADATA_KEY
-from cxrkit.ood.flags import reference_summary
-from cxrkit.run_facts import frozen_operating_point, read_run_json, run_model_id
+from cxrkit.run import ModelCard, RunFolder
 from cxrkit.version import __version__
 
 FORMATS = ("onnx", "torchscript")
@@ -39,22 +37,15 @@ OOD_OUTPUT_NAME = "ood_score"
 CHECK_BATCH_SIZES = (1, 5)
 
 
-def export_metadata(run_dir: Path, checkpoint: dict) -> dict:
-    """Everything a runtime needs besides the graph: contract, classes, operating point, metrics."""
-    ood = reference_summary(checkpoint.get("ood"))
+def export_metadata(card: ModelCard, checkpoint: dict) -> dict:
+    """Everything a runtime needs besides the graph: the run's model card (the same as the
+    PyTorch Predictor reads), the graph's input and output names and the lung segmenter's id."""
     return {
         "format": METADATA_FORMAT,
-        "model_id": run_model_id(run_dir),
-        "classes": list(checkpoint["classes"]),
-        "preprocessing": checkpoint["preprocessing"],
-        "single_logit": bool(checkpoint.get("single_logit", False)),
-        "model": checkpoint["model"],
-        "info": {"model_name": checkpoint["model"]["name"], **checkpoint.get("info", {})},
-        "operating_point": frozen_operating_point(run_dir),
-        "test_metrics": read_run_json(run_dir, "test_metrics.json"),
+        "card": card.to_dict(),
         "input": INPUT_NAME,
         "output": OUTPUT_NAME,
-        "ood": None if ood is None else {**ood, "output": OOD_OUTPUT_NAME},
+        "ood_output": OOD_OUTPUT_NAME if card.ood else None,
         "cxrkit_version": __version__,
         **({"lung_segmenter": _segmenter_summary(checkpoint["segmenter"])} if "segmenter" in checkpoint else {}),
     }
@@ -76,21 +67,20 @@ def export_model(run_dir: str | Path, format: str = "onnx", out: str | Path | No
     """
     if format not in FORMATS:
         raise CxrkitError(f"format={format}: choose one of {', '.join(FORMATS)}")
-    checkpoint_path = resolve_checkpoint(run_dir)
-    run_dir = checkpoint_path.parent
-    out = Path(out).expanduser() if out is not None else run_dir / DEFAULT_NAMES[format]
+    run = RunFolder(run_dir)
+    checkpoint = run.read_checkpoint()
+    out = Path(out).expanduser() if out is not None else run.path / DEFAULT_NAMES[format]
     if out.exists() and not overwrite:
         raise CxrkitError(f"{out} already exists; pass overwrite=True to replace it "
                           "or give another `out`")
     if not out.parent.is_dir():
         raise CxrkitError(f"out={out}: folder {out.parent} does not exist; create it first")
 
-    predictor = load_torch_predictor(checkpoint_path)
-    checkpoint = read_checkpoint(checkpoint_path)
-    metadata = export_metadata(run_dir, checkpoint)
+    predictor = predictor_from_checkpoint(run, checkpoint)
+    metadata = export_metadata(predictor.card, checkpoint)
     wrapped = _probability_model(predictor)
-    output_names = [OUTPUT_NAME] + ([OOD_OUTPUT_NAME] if metadata["ood"] else [])
-    check_inputs, described = _check_batches(predictor, run_dir / "split.csv")
+    output_names = [OUTPUT_NAME] + ([OOD_OUTPUT_NAME] if metadata["ood_output"] else [])
+    check_inputs, described = _check_batches(predictor, run)
     writer = _write_onnx if format == "onnx" else _write_torchscript
     segmenter = _segmenter_onnx(checkpoint)
     _write_atomically(out, lambda path: writer(wrapped, check_inputs[0], metadata, path, segmenter))
@@ -99,10 +89,11 @@ def export_model(run_dir: str | Path, format: str = "onnx", out: str | Path | No
              for batch in check_inputs]
     max_abs_diff = max(float(np.abs(exported[0] - torch_[0]).max()) for exported, torch_ in pairs)
     ood_diff = None
-    if metadata["ood"]:
+    if metadata["ood_output"]:
         ood_diff = max(float((np.abs(exported[1] - torch_[1]) / np.maximum(np.abs(torch_[1]), 1e-6)
                               ).max()) for exported, torch_ in pairs)
-    return {"path": out, "format": format, "model_id": metadata["model_id"],
+    return {"path": out, "format": format, "model_id": predictor.model_id,
+            "decision": predictor.operating_point().describe(),
             "max_abs_diff": max_abs_diff, "ood_max_rel_diff": ood_diff, "checked_on": described,
             "checked_batch_sizes": [len(batch) for batch in check_inputs]}
 
@@ -133,12 +124,12 @@ def _probability_model(predictor):
     return ProbabilityModel().eval()
 
 
-def _check_batches(predictor, split_file: Path) -> tuple[list[np.ndarray], str]:
+def _check_batches(predictor, run: RunFolder) -> tuple[list[np.ndarray], str]:
     """Two batches (sizes 1 and 5) of prepared uint8 images (N, 1, H, W): the run's own images
     when they are readable, else smooth random grey images; and a description of which."""
     needed = sum(CHECK_BATCH_SIZES)
     images = []
-    for path in _split_images(split_file, needed * 4):
+    for path in _split_images(run, needed * 4):
         try:
             images.append(predictor.prepare(path))
         except CxrkitError:
@@ -147,25 +138,26 @@ def _check_batches(predictor, split_file: Path) -> tuple[list[np.ndarray], str]:
             break
     if len(images) == needed:
         prepared = np.stack(images)
-        described = f"{needed} images from {split_file.name}"
+        described = f"{needed} images from split.csv"
     else:
         rng = np.random.default_rng(0)
         side = predictor.preprocessing.image_size
         ramp = np.linspace(0, 200, side, dtype=np.float32)
         noisy = ramp[None, None, :] + rng.normal(0, 25, (needed, side, side)).astype(np.float32)
         prepared = np.clip(noisy, 0, 255).astype(np.uint8)
-        described = f"{needed} generated images (no readable images in {split_file})"
+        described = f"{needed} generated images (no readable images in {run.path}/split.csv)"
     batch = prepared[:, None]
     return [batch[:CHECK_BATCH_SIZES[0]], batch[CHECK_BATCH_SIZES[0]:]], described
 
 
-def _split_images(split_file: Path, count: int) -> list[Path]:
+def _split_images(run: RunFolder, count: int) -> list[Path]:
     """Up to `count` existing files listed in the run's split.csv (val and test rows first)."""
-    if not split_file.is_file():
+    try:
+        table = run.split()
+    except CxrkitError:
         return []
-    with open(split_file, newline="") as handle:
-        rows = sorted(csv.DictReader(handle), key=lambda row: row.get("split") == "train")
-    files = [Path(row["path"]) for row in rows[:count] if row.get("path")]
+    rows = table.sort_values("split", key=lambda split: split == "train", kind="stable")
+    files = [Path(path) for path in rows["path"].head(count) if path]
     return [path for path in files if path.is_file()]
 
 
@@ -203,15 +195,16 @@ def _write_onnx(model, example: np.ndarray, metadata: dict, path: Path, segmente
     try:
         program = torch.onnx.export(
             model, (example_batch,), input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME] + ([OOD_OUTPUT_NAME] if metadata["ood"] else []),
+            output_names=[OUTPUT_NAME] + ([OOD_OUTPUT_NAME] if metadata["ood_output"] else []),
             dynamic_shapes=({0: batch},), external_data=False, verbose=False)
     except Exception as error:
-        raise CxrkitError(f"ONNX export of {metadata['info']['model_name']} failed ({error}); "
+        raise CxrkitError(f"ONNX export of {metadata['card']['model'].get('name')} failed ({error}); "
                           "try format=torchscript") from error
     proto = program.model_proto
     proto.producer_name = "cxrkit"
     proto.producer_version = __version__
-    proto.doc_string = f"cxrkit {metadata['model_id']}: classes {', '.join(metadata['classes'])}"
+    card = metadata["card"]
+    proto.doc_string = f"cxrkit {card['model_id']}: classes {', '.join(card['classes'])}"
     entry = proto.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, json.dumps(metadata)
     if segmenter is not None:

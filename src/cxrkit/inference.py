@@ -1,12 +1,14 @@
-"""The Predictor: a run folder (or exported model) in, class probabilities out.
+"""The Predictor: a run folder (or exported model) in, class probabilities and decisions out.
 
-`cxrkit.load(run_dir)` reads `model.ckpt` (weights, class names, preprocessing contract)
-with `weights_only=True`, so nothing is re-guessed and nothing untrusted is unpickled.
+`cxrkit.load(run_dir)` reads the run through `RunFolder`: `model.ckpt` (weights and the model
+card: class names, positive class, preprocessing contract) with `weights_only=True`, and the
+frozen operating points, checked against the checkpoint. Nothing is re-guessed and nothing
+untrusted is unpickled. `predict` decides at the run's frozen default operating point, like
+scikit-learn's FixedThresholdClassifier, unless told another one.
 """
 
 from __future__ import annotations
 
-import json
 import threading
 from collections import deque
 from collections.abc import Iterable, Sequence
@@ -19,7 +21,7 @@ import numpy as np
 from cxrkit.data.io import read_gray, to_gray
 from cxrkit.data.preprocess import Preprocessing, prepare, prepare_with_lungs
 from cxrkit.errors import CxrkitError
-from cxrkit.safe_load import safe_torch_load
+from cxrkit.run import ModelCard, OperatingPoint, RunFolder
 
 if TYPE_CHECKING:
     import torch
@@ -44,28 +46,7 @@ class FilePredictions(NamedTuple):
     failures: dict[str, str]
 
 
-CHECKPOINT_NAME = "model.ckpt"
 _TRACE_LOCK = threading.Lock()  # torch.fx tracing patches torch globally: one trace at a time
-CHECKPOINT_FORMAT = "cxrkit-model-v1"
-
-
-def resolve_checkpoint(path: str | Path) -> Path:
-    """Path to model.ckpt given a run folder or the file itself."""
-    path = Path(path).expanduser()
-    if path.is_dir():
-        path = path / CHECKPOINT_NAME
-    if not path.is_file():
-        raise CxrkitError(f"{path}: no model checkpoint; pass a run folder made by `cxrkit train`")
-    return path
-
-
-def read_checkpoint(path: str | Path) -> dict:
-    """Load a cxrkit checkpoint dict safely (weights_only=True)."""
-    path = resolve_checkpoint(path)
-    data = safe_torch_load(path, "cxrkit checkpoint")
-    if data.get("format") != CHECKPOINT_FORMAT:
-        raise CxrkitError(f"{path}: not a cxrkit model checkpoint (format {CHECKPOINT_FORMAT})")
-    return data
 
 
 def probabilities_from_logits(logits, single_logit: bool):
@@ -79,16 +60,49 @@ def probabilities_from_logits(logits, single_logit: bool):
 
 
 class BasePredictor:
-    """What every predictor shares: preprocessing, batching and sklearn-style predict/predict_proba.
+    """What every predictor shares: preprocessing, batching, the decision rule and sklearn-style
+    predict/predict_proba.
 
-    Subclasses set `classes` and `preprocessing` (and `segmenter` when the contract uses the
-    lungs) and implement `_outputs(batch)` for a uint8 (N, H, W) array of prepared images; the
-    model normalises them itself (`cxrkit.data.normalise.Normaliser`).
+    Subclasses set `card` (the ModelCard) and `segmenter` (when the contract uses the lungs)
+    and implement `_outputs(batch)` for a uint8 (N, H, W) array of prepared images; the model
+    normalises them itself (`cxrkit.data.normalise.Normaliser`).
     """
 
-    classes: list[str]
-    preprocessing: Preprocessing
+    card: ModelCard
     segmenter = None
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.card.classes)
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return self.card.preprocessing
+
+    @property
+    def single_logit(self) -> bool:
+        return self.card.single_logit
+
+    @property
+    def info(self) -> dict:
+        """model_name, recipe, run (as recorded at training)."""
+        name = self.card.model_name
+        return {**({"model_name": name} if name else {}), **self.card.info}
+
+    @property
+    def model_id(self) -> str | None:
+        return self.card.model_id
+
+    def operating_point(self, which: OperatingPoint | str | float | None = None) -> OperatingPoint:
+        """The point decisions are made at: None gives the run's frozen default (the most
+        probable class before the run is evaluated); or a frozen point's name ('youden',
+        'sensitivity', 'site:NAME', 'argmax'), a threshold on P(positive), an OperatingPoint."""
+        return self.card.operating_point(which)
+
+    def decide(self, probabilities: np.ndarray,
+               operating_point: OperatingPoint | str | float | None = None) -> np.ndarray:
+        """Class indices for (N, n_classes) probabilities at `operating_point` (default: frozen)."""
+        return self.operating_point(operating_point).decide(probabilities)
 
     def prepare(self, image) -> np.ndarray:
         """Decode, focus on the lungs (if set), enhance and resize one input to the uint8 image the model sees."""
@@ -192,32 +206,48 @@ class BasePredictor:
         details = self._predict_prepared(readable(), batch_size)
         return FilePredictions(*details, kept, failures)
 
-    def predict(self, images, batch_size: int = 32) -> list[str]:
-        """The most probable class name for each input."""
-        probabilities = self.predict_proba(images, batch_size)
-        return [self.classes[i] for i in probabilities.argmax(axis=1)]
+    def predict(self, images, batch_size: int = 32,
+                operating_point: OperatingPoint | str | float | None = None) -> list[str]:
+        """The decided class name for each input, at the run's frozen default operating point
+        unless `operating_point` names another (see `operating_point`)."""
+        point = self.operating_point(operating_point)
+        return point.labels(self.predict_proba(images, batch_size))
 
 
 class Predictor(BasePredictor):
-    """Probabilities for images given as paths, PIL images or arrays, like sklearn's predict_proba."""
+    """Probabilities for images given as paths, PIL images or arrays, like sklearn's predict_proba.
+
+    Built in memory from a model and its contract, or by `cxrkit.load(run)` (`from_card`), which
+    adds the run's card, folder, OOD reference and lung segmenter.
+    """
 
     def __init__(self, model, classes: Sequence[str], preprocessing: Preprocessing,
-                 single_logit: bool = False, run_dir: Path | None = None, info: dict | None = None,
-                 ood: dict | None = None, segmenter=None):
+                 single_logit: bool = False, info: dict | None = None, ood: dict | None = None,
+                 segmenter=None):
         from cxrkit.data.normalise import Normaliser
 
         self.model = model.eval()
         self.segmenter = segmenter
-        self.classes = list(classes)
-        self.preprocessing = preprocessing
+        self.card = ModelCard.for_model(classes, preprocessing, single_logit, info)
         self.normaliser = Normaliser.from_preprocessing(preprocessing)
-        self.single_logit = single_logit
-        self.run_dir = run_dir
-        self.info = info or {}
+        self.run: RunFolder | None = None
         self._inference_model = None
         self.ood = ood
         self.ood_threshold = None if ood is None else float(ood["threshold"])
         self._scorer = None
+
+    @classmethod
+    def from_card(cls, model, card: ModelCard, run: RunFolder | None = None, ood: dict | None = None,
+                  segmenter=None) -> Predictor:
+        """A Predictor whose facts come from `card` (and, for a run, its folder)."""
+        predictor = cls(model, card.classes, card.preprocessing, card.single_logit, card.info, ood,
+                        segmenter)
+        predictor.card, predictor.run = card, run
+        return predictor
+
+    @property
+    def run_dir(self) -> Path | None:
+        return None if self.run is None else self.run.path
 
     @property
     def ood_scorer(self):
@@ -234,14 +264,6 @@ class Predictor(BasePredictor):
                 scorer.features = _fused_channels_last(scorer.features)
                 self._scorer = scorer
         return self._scorer
-
-    @property
-    def operating_point(self) -> dict | None:
-        """The run's frozen operating point (threshold chosen on validation), if evaluated."""
-        if self.run_dir is None:
-            return None
-        path = self.run_dir / "operating_points.json"
-        return json.loads(path.read_text()) if path.is_file() else None
 
     def to_tensor(self, images: Iterable) -> torch.Tensor:
         """Normalised model input batch (N, C, H, W) as a float32 torch tensor."""
@@ -338,35 +360,39 @@ def _as_list(images) -> list:
     return list(images)
 
 
-def load_torch_predictor(path: str | Path) -> Predictor:
-    """Build a Predictor from a run folder or model.ckpt."""
+def load_torch_predictor(path: str | Path, operating_points: bool = True) -> Predictor:
+    """Build a Predictor from a run folder or model.ckpt, with the run's card;
+    `operating_points=False` loads it without the frozen points (which refuse to load when
+    chosen for another model.ckpt): for evaluation, which re-chooses them."""
+    run = RunFolder(path)
+    return predictor_from_checkpoint(run, run.read_checkpoint(), operating_points)
+
+
+def predictor_from_checkpoint(run: RunFolder, data: dict, operating_points: bool = True) -> Predictor:
+    """The Predictor of `run` from its model.ckpt contents `data` (read once by the caller)."""
     from cxrkit.models import build_model
 
-    checkpoint_path = resolve_checkpoint(path)
-    data = read_checkpoint(checkpoint_path)
+    card = run.card(with_points=operating_points)
+    source = run.checkpoint_path
     try:
-        model = build_model(**data["model"], weights="none", freeze="none")
+        model = build_model(**card.model, weights="none", freeze="none")
         model.load_state_dict(data["state_dict"])
-        preprocessing = Preprocessing.from_dict(data["preprocessing"])
-        classes = list(data["classes"])
     except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        raise CxrkitError(f"{checkpoint_path}: the checkpoint is malformed ({type(error).__name__}: "
+        raise CxrkitError(f"{source}: the checkpoint is malformed ({type(error).__name__}: "
                           f"{reason}); train the run again") from error
     segmenter = None
-    if preprocessing.uses_lungs:
+    if card.preprocessing.uses_lungs:
         from cxrkit.segment.weights import torch_segmenter
 
         if not isinstance(data.get("segmenter"), dict):
-            raise CxrkitError(f"{checkpoint_path}: the preprocessing uses the lung segmenter but its weights "
+            raise CxrkitError(f"{source}: the preprocessing uses the lung segmenter but its weights "
                               "are not in the checkpoint; retrain the run")
         segmenter = torch_segmenter(data["segmenter"])
     ood = data.get("ood")
     if ood is not None:
         from cxrkit.ood.flags import check_reference
 
-        ood = check_reference(ood, str(checkpoint_path))
-    return Predictor(model, classes, preprocessing, single_logit=bool(data.get("single_logit", False)),
-                     run_dir=checkpoint_path.parent, info=dict(data.get("info") or {}), ood=ood,
-                     segmenter=segmenter)
+        ood = check_reference(ood, str(source))
+    return Predictor.from_card(model, card, run, ood, segmenter)
 

@@ -1,18 +1,21 @@
 """Run an exported ONNX model with onnxruntime: the Predictor surface without torch.
 
-Everything besides the graph (classes, preprocessing contract, operating point, test
-metrics, the OOD threshold) is read from the file's `cxrkit` metadata written by `cxrkit
-export`; the OOD score is the graph's second output. A model that focuses on the lungs
-carries its lung segmenter as a second ONNX graph in the metadata (key
-`cxrkit_lung_segmenter`). Images are prepared by the same numpy code as in training and
-normalised inside the graph (`cxrkit.data.normalise.Normaliser`, exported with the model), so
-nothing here imports torch. Files exported before the graph normalised (cxrkit-onnx-v1 with a
-float32 input) still run: for those the input is normalised here, by `_legacy_graph_input`.
+Everything besides the graph is read from the file's `cxrkit` metadata written by `cxrkit
+export`: the model card (classes, positive class, preprocessing contract, frozen operating
+points, test metrics, the OOD reference's summary), the same card the run's model.ckpt holds.
+The OOD score is the graph's second output. A model that focuses on the lungs carries its lung
+segmenter as a second ONNX graph in the metadata (key `cxrkit_lung_segmenter`). Images are
+prepared by the same numpy code as in training and normalised inside the graph
+(`cxrkit.data.normalise.Normaliser`, exported with the model), so nothing here imports torch.
+Files exported before the graph normalised (cxrkit-onnx-v1 with a float32 input) still run:
+for those the input is normalised here, by `_legacy_graph_input`; files exported before the
+card get one built from their metadata keys.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,38 +23,49 @@ import numpy as np
 from cxrkit.data.preprocess import PIXEL_MAX, Preprocessing
 from cxrkit.errors import CxrkitError
 from cxrkit.inference import BasePredictor
+from cxrkit.run import ModelCard
 
 METADATA_KEY = "cxrkit"
 METADATA_FORMAT = "cxrkit-onnx-v1"
 
 
 class OnnxPredictor(BasePredictor):
-    """Probabilities for images from an exported ONNX model, like `cxrkit.inference.Predictor`."""
+    """Probabilities and decisions for images from an exported ONNX model, like
+    `cxrkit.inference.Predictor`."""
 
-    def __init__(self, session, metadata: dict, path: Path, segmenter=None):
+    def __init__(self, session, card: ModelCard, metadata: dict, path: Path, segmenter=None):
         self.session = session
         self.path = path
-        self.classes = list(metadata["classes"])
-        self.preprocessing = Preprocessing.from_dict(metadata["preprocessing"])
-        self.single_logit = bool(metadata["single_logit"])
-        self.info = dict(metadata.get("info", {}))
-        self.model_id = metadata.get("model_id", path.name)
-        self.operating_point = metadata.get("operating_point")
-        self.test_metrics = metadata.get("test_metrics")
+        self.card = card
         self.run_dir = None
         self._input = metadata.get("input", session.get_inputs()[0].name)
         self._output = metadata.get("output", session.get_outputs()[0].name)
-        self.ood = metadata.get("ood")
-        self.ood_threshold = None if self.ood is None else float(self.ood["threshold"])
-        self._outputs_wanted = [self._output] + ([self.ood["output"]] if self.ood else [])
+        self.ood = card.ood
+        self.ood_threshold = None if card.ood is None else float(card.ood["threshold"])
+        ood_output = metadata.get("ood_output") or (metadata.get("ood") or {}).get("output")
+        self._outputs_wanted = [self._output] + ([ood_output] if self.ood else [])
         self.segmenter = segmenter
         input_types = {node.name: node.type for node in session.get_inputs()}
         self.graph_normalises = input_types.get(self._input) == "tensor(uint8)"
+
+    @property
+    def test_metrics(self) -> dict | None:
+        return self.card.test_metrics
 
     def _outputs(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         feed = batch[:, None] if self.graph_normalises else _legacy_graph_input(batch, self.preprocessing)
         results = self.session.run(self._outputs_wanted, {self._input: feed})
         return results[0], results[1] if self.ood else None
+
+
+def metadata_card(metadata: dict, path: Path) -> ModelCard:
+    """The model card in the metadata; files exported before the card get one from their keys."""
+    if "card" in metadata:
+        return ModelCard.from_dict(metadata["card"], str(path))
+    old = ModelCard.from_checkpoint(metadata, str(path))
+    return replace(old, model_id=metadata.get("model_id", path.name),
+                   operating_points=metadata.get("operating_point"),
+                   test_metrics=metadata.get("test_metrics"))
 
 
 def _legacy_graph_input(prepared: np.ndarray, prep: Preprocessing) -> np.ndarray:
@@ -95,16 +109,22 @@ def load_onnx_predictor(path: str | Path, threads: int | None = None) -> OnnxPre
         raise CxrkitError(f"{path}: no cxrkit metadata (classes, preprocessing); "
                           "export it with `cxrkit export RUN --format onnx`")
     try:
-        segmenter = _segmenter(session, metadata, path)
-        return OnnxPredictor(session, metadata, path, segmenter)
+        card = metadata_card(metadata, path)
+        card.points()  # a malformed frozen point is refused now, not at the first prediction
+        segmenter = _segmenter(session, card, metadata, path, threads)
+        return OnnxPredictor(session, card, metadata, path, segmenter)
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise CxrkitError(f"{path}: the cxrkit metadata is malformed ({type(error).__name__}: {error}); "
                           "export the run again with `cxrkit export RUN`") from error
+    except CxrkitError as error:
+        reason = str(error).removeprefix(f"{path}: ")
+        raise CxrkitError(f"{path}: the cxrkit metadata is malformed ({reason}); export the run "
+                          "again with `cxrkit export RUN`") from error
 
 
-def _segmenter(session, metadata: dict, path: Path):
-    """The embedded lung segmenter (on one thread) when the preprocessing uses the lungs, else None."""
-    if not Preprocessing.from_dict(metadata["preprocessing"]).uses_lungs:
+def _segmenter(session, card: ModelCard, metadata: dict, path: Path, threads: int | None):
+    """The embedded lung segmenter when the preprocessing uses the lungs, else None."""
+    if not card.preprocessing.uses_lungs:
         return None
     from cxrkit.segment.onnx import METADATA_KEY as SEGMENTER_KEY
     from cxrkit.segment.onnx import onnx_segmenter

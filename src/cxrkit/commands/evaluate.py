@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from cxrkit.commands import positive_int
+
+if TYPE_CHECKING:
+    from cxrkit.evaluation import EvaluationResult
 
 
 def register(subparsers) -> None:
@@ -48,50 +52,49 @@ def register(subparsers) -> None:
 def handle(args: argparse.Namespace) -> int:
     from cxrkit.commands.reporting import ProgressBars
     from cxrkit.data.sources import parse_class_map
-    from cxrkit.evaluation import evaluate_run
+    from cxrkit.evaluation import EvaluateOptions, evaluate_run
 
-    result = evaluate_run(
-        args.run, data=args.data, split=args.split, class_map=parse_class_map(args.class_map),
+    options = EvaluateOptions(
+        data=args.data, split=args.split, class_map=parse_class_map(args.class_map),
         out_dir=args.out, n_bootstrap=args.bootstrap, seed=args.seed,
         operating_point=args.operating_point, target_sensitivity=args.sensitivity,
         calibrate=not args.no_calibration, overwrite=args.overwrite, batch_size=args.batch_size,
-        gradcam=not args.no_gradcam, set_default=args.set_default, progress=ProgressBars())
+        gradcam=not args.no_gradcam, set_default=args.set_default)
+    result = evaluate_run(args.run, options, progress=ProgressBars())
     print(summary_text(result))
     return 0
 
 
-def summary_text(result: dict) -> str:
+def summary_text(result: EvaluationResult) -> str:
     """A few lines for the terminal: size, headline metrics with CIs, threshold, report path."""
-    intervals = result["confidence_intervals"]
-    point = result["operating_point"]
+    intervals = result.confidence_intervals
+    point = result.operating_point
 
     def with_ci(name: str) -> str:
         low, high = intervals[name] or (float("nan"), float("nan"))
-        return f"{name:<12} {result[name]:.3f}  (95% CI {low:.3f}-{high:.3f})"
+        return f"{name:<12} {result.metrics[name]:.3f}  (95% CI {low:.3f}-{high:.3f})"
 
-    evaluated = result["evaluated"]
-    skipped = evaluated["n_skipped"]
-    lines = [f"evaluated {evaluated['n']} images of {evaluated['source']}"
-             + (f" [{evaluated['split']}]" if evaluated["split"] else "")
-             + (f"; {skipped} unreadable, skipped" if skipped else "")]
-    default = point.get("run_default")
-    where = ("the run's default, in operating_points.json" if point["name"] == default else
-             f"this evaluation only; the run's default stays {default}")
-    if point["name"] == "argmax":
+    evaluated = result.evaluated
+    lines = [f"evaluated {evaluated.n} images of {evaluated.source}"
+             + (f" [{evaluated.split}]" if evaluated.split else "")
+             + (f"; {evaluated.n_skipped} unreadable, skipped" if evaluated.n_skipped else "")]
+    where = ("the run's default, in operating_points.json" if point.name == point.run_default else
+             f"this evaluation only; the run's default stays {point.run_default}")
+    if point.threshold is None or point.name == "argmax":
         lines.append(f"operating point argmax: the most probable class, no tuned threshold ({where})")
-    elif point["threshold"] is not None:
-        lines.append(f"operating point {point['name']}: P({result['positive_class']}) >= "
-                     f"{point['threshold']:.4f}, chosen on val (n={point['n_val']}; {where})")
+    else:
+        lines.append(f"operating point {point.name}: P({result.positive_class}) >= "
+                     f"{point.threshold:.4f}, chosen on {point.source} ({where})")
     lines += [with_ci("roc_auc"), with_ci("accuracy")]
-    if "sensitivity" in result:
+    if result.sensitivity is not None:
         lines += [with_ci("sensitivity"), with_ci("specificity")]
-    if len(result.get("per_site", {}).get("sites", {})) > 1:
+    if result.per_site is not None and len(result.per_site.get("sites", {})) > 1:
         from cxrkit.evaluation.sites import per_site_lines
 
         lines.append("per site (95% CI):")
-        lines += ["  " + line for line in per_site_lines(result["per_site"])]
-    lines += [f"warning: {w}" for w in result["warnings"]]
-    ood = result.get("out_of_distribution")
+        lines += ["  " + line for line in per_site_lines(result.per_site)]
+    lines += [f"warning: {w}" for w in result.warnings]
+    ood = result.out_of_distribution
     if ood is None:
         lines.append("no out-of-distribution check: the run has no reference (`cxrkit ood RUN`)")
     elif ood["warn"]:
@@ -99,5 +102,5 @@ def summary_text(result: dict) -> str:
         lines = [rule, f"WARNING: {ood['message']}", rule, *lines]
     else:
         lines.append(f"out of distribution: {ood['message']}")
-    lines.append(f"report: {result['outputs']['dir']}/report.html")
+    lines.append(f"report: {result.outputs['dir']}/report.html")
     return "\n".join(lines)

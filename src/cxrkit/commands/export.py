@@ -39,6 +39,7 @@ def handler(args: argparse.Namespace) -> int:
     ood_matches = ood_diff is None or ood_diff <= OOD_TOLERANCE
     verdict = "ok" if matches and ood_matches else "FAILED"
     print(f"wrote {result['path']} ({result['format']}, model {result['model_id']})")
+    print(f"decision in the file: {result['decision']}")
     print(f"check against PyTorch on {result['checked_on']} (batch sizes {sizes}): "
           "max abs difference in probabilities "
           f"{result['max_abs_diff']:.2e} (tolerance {EQUIVALENCE_TOLERANCE:.0e}) "

@@ -17,15 +17,21 @@ def register(subparsers) -> None:
     parser.add_argument("model", help="run folder, model.ckpt or model.onnx")
     parser.add_argument("images", nargs="+", help="image files and/or folders (searched recursively)")
     parser.add_argument("--out", required=True,
-                        help="CSV to write (path, predicted label, prob_<class>..., ood_score, "
-                             "out_of_distribution, lung_found); with --format fhir a .json Bundle or .ndjson")
+                        help="CSV to write (path, decision, prob_<class>..., ood_score, "
+                             "out_of_distribution, lung_found, operating_point, threshold, chosen_on); "
+                             "with --format fhir a .json Bundle or .ndjson")
     parser.add_argument("--batch-size", type=positive_int, default=32, help="images per batch (default 32)")
     parser.add_argument("--workers", type=positive_int, metavar="N",
                         help="processes decoding images while the model runs (default: every core)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    parser.add_argument("--operating-point", metavar="NAME|THRESHOLD",
+                        help="decide at this frozen point of the run (argmax, youden, max_f1, "
+                             "sensitivity) or at P(positive) >= THRESHOLD; default: the run's "
+                             "default point (set by `cxrkit evaluate RUN --operating-point X "
+                             "--set-default`; the most probable class before evaluation)")
     parser.add_argument("--site", metavar="NAME",
                         help="decide at this site operating point (made by `cxrkit calibrate "
-                             "--select`) instead of the most probable class")
+                             "--select`); the same as --operating-point site:NAME")
     parser.add_argument("--format", choices=["csv", "fhir"], default="csv",
                         help="csv (default) or fhir: one FHIR R4 Observation per image with model "
                              "id, operating point, score and decision (needs cxrkit[fhir])")
@@ -54,8 +60,22 @@ def collect_images(items: list[str]) -> tuple[list[str], list[str]]:
     return images, ignored
 
 
+def chosen_point(args: argparse.Namespace) -> str | float | None:
+    """--operating-point / --site as the Predictor takes it (a name, a threshold or None)."""
+    if args.site and args.operating_point:
+        raise CxrkitError("--site NAME and --operating-point both choose the operating point; give one")
+    if args.site:
+        return f"site:{args.site}"
+    if args.operating_point is None:
+        return None
+    try:
+        return float(args.operating_point)
+    except ValueError:
+        return args.operating_point
+
+
 def run(args: argparse.Namespace) -> int:
-    """Decode in worker processes, predict in full batches, then write the table."""
+    """Decode in worker processes, predict in full batches, decide, then write the table."""
     from cxrkit.commands.reporting import ProgressBars
     from cxrkit.loader import load
     from cxrkit.ood import flag_summary, warning_text
@@ -68,12 +88,8 @@ def run(args: argparse.Namespace) -> int:
 
         require_extras(args.format == "fhir", bool(args.sr_dir))
     predictor = load(args.model)
-    site_points = None
-    if args.site:
-        from cxrkit.evaluation.thresholds import describe_point, load_site_points
-
-        site_points = load_site_points(predictor.run_dir, args.site)
-        print(f"using {describe_point(site_points)}", flush=True)
+    point = predictor.operating_point(chosen_point(args))
+    print(f"decision: {point.describe()}", flush=True)
     paths, ignored = collect_images(args.images)
     progress = ProgressBars()
     try:
@@ -86,34 +102,12 @@ def run(args: argparse.Namespace) -> int:
         raise CxrkitError(f"none of the {len(paths)} image(s) could be read (see the skipped lines); "
                           f"nothing written to {out}")
     if args.format == "fhir" or args.sr_dir:
-        standard_outputs(args, predictor, kept, probabilities, site_points)
+        standard_outputs(args, predictor, kept, probabilities, point)
     if args.format == "fhir":
         return 0
+    write_table(out, predictor, point, kept, probabilities, scores, lung_found)
+    print(f"wrote {len(kept)} prediction(s) to {out}; 'decision' is at operating point {point.name}")
     threshold = predictor.ood_threshold
-    lungs = predictor.preprocessing.uses_lungs
-    decided = probabilities.argmax(axis=1)
-    if site_points is not None:
-        from cxrkit.evaluation.thresholds import predict_at
-
-        decided = predict_at(probabilities, site_points)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(f".{out.name}.partial")
-    with partial.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "predicted", *[f"prob_{c}" for c in predictor.classes],
-                         *(["ood_score", "out_of_distribution"] if scores is not None else []),
-                         *(["lung_found"] if lungs else []),
-                         *(["operating_point"] if site_points is not None else [])])
-        for index, (path, row) in enumerate(zip(kept, probabilities, strict=True)):
-            ood = [] if scores is None else [f"{scores[index]:.4f}", str(scores[index] > threshold)]
-            lung = [str(lung_found[index]).lower()] if lungs else []
-            point = [site_points["selected"]] if site_points is not None else []
-            writer.writerow([path, predictor.classes[int(decided[index])], *[f"{p:.6f}" for p in row],
-                             *ood, *lung, *point])
-    partial.replace(out)
-    rule = (f"site operating point {site_points['selected']}" if site_points is not None else
-            "the most probable class (argmax), not a run's tuned operating point")
-    print(f"wrote {len(kept)} prediction(s) to {out}; 'predicted' is {rule}")
     if scores is None:
         print("no out-of-distribution check: this model has no reference (add one with "
               "`cxrkit ood RUN`, then re-export)")
@@ -126,6 +120,26 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def write_table(out: Path, predictor, point, paths: list[str], probabilities, scores, lung_found) -> None:
+    """The predictions CSV, written through a partial file so a crash leaves no half table."""
+    threshold = predictor.ood_threshold
+    lungs = predictor.preprocessing.uses_lungs
+    decided = point.labels(probabilities)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(f".{out.name}.partial")
+    with partial.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "decision", *[f"prob_{c}" for c in predictor.classes],
+                         *(["ood_score", "out_of_distribution"] if scores is not None else []),
+                         *(["lung_found"] if lungs else []), "operating_point", "threshold", "chosen_on"])
+        rule = [point.name, "" if point.threshold is None else repr(point.threshold), point.source]
+        for index, (path, row) in enumerate(zip(paths, probabilities, strict=True)):
+            ood = [] if scores is None else [f"{scores[index]:.4f}", str(scores[index] > threshold)]
+            lung = [str(lung_found[index]).lower()] if lungs else []
+            writer.writerow([path, decided[index], *[f"{p:.6f}" for p in row], *ood, *lung, *rule])
+    partial.replace(out)
+
+
 def report_skipped(failed: list, ignored: list) -> None:
     for _path, reason in failed:
         print(f"skipped: {reason}")
@@ -133,13 +147,11 @@ def report_skipped(failed: list, ignored: list) -> None:
         print(f"ignored {len(ignored)} non-image file(s), e.g. {ignored[0]}")
 
 
-def standard_outputs(args, predictor, paths: list[str], probabilities, site_points) -> None:
-    """--format fhir and --sr-dir: decisions at the (site) operating point, as the server makes."""
+def standard_outputs(args, predictor, paths: list[str], probabilities, point) -> None:
+    """--format fhir and --sr-dir: decisions at the operating point, as the server makes them."""
     from cxrkit.deployment.standards import decisions, write_fhir, write_srs
 
-    model_id, predictions = decisions(predictor, probabilities, site_points)
-    if predictions:
-        print(f"decision: {predictions[0]['operating_point'] or 'argmax'} (model {model_id})")
+    model_id, predictions = decisions(predictor, probabilities, point)
     if args.format == "fhir":
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)

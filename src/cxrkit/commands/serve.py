@@ -71,7 +71,7 @@ def handler(args: argparse.Namespace) -> int:
     url = f"http://{args.host}:{args.port}"
     print(f"serving {args.model} at {url}/ (API {url}/api/v1, spec {url}/openapi.json); "
           "press Ctrl+C to stop", flush=True)
-    print(f"decision: {app.state.served.rule.describe()}", flush=True)
+    print(f"decision: {app.state.served.point.describe()}", flush=True)
     if args.log:
         print(f"logging every scored image to {args.log} (no images are stored)", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")

@@ -11,6 +11,8 @@ FLAGS = {
     "name": ("name", str, "NAME", "run folder name (default: the recipe name)"),
     "output_dir": ("output_dir", str, "DIR", "where run folders go (default: runs)"),
     "split_file": ("data.split_file", str, "CSV|RUN", "reuse a split.csv (or a run's) for identical test sets"),
+    "positive_class": ("data.positive_class", str, "CLASS", "the class thresholds are put on (default: of two "
+                       "classes, the one not named like normal/healthy/negative/No Finding)"),
     "group_pattern": ("data.group_pattern", str, "REGEX", r"patient id from file names, e.g. 'person(\d+)_'"),
     "val_fraction": ("data.val_fraction", float, "F", "validation fraction (default 0.1)"),
     "test_fraction": ("data.test_fraction", float, "F", "test fraction when no test split is given (0.1)"),

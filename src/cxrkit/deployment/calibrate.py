@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from cxrkit.errors import CxrkitError
+from cxrkit.run import OperatingPoint, file_sha256
 from cxrkit.version import __version__
 
 CHECK_FRACTION = 0.5
@@ -108,8 +109,6 @@ def extra_columns(data: Path) -> pd.DataFrame:
 
 def data_fingerprint(table: pd.DataFrame) -> tuple[str, list[str]]:
     """sha256 over (image sha256, label) of every image in path order; and each image's sha256."""
-    from cxrkit.run_facts import file_sha256
-
     hashes = [file_sha256(Path(path)) for path in table["path"]]
     digest = hashlib.sha256()
     for path, image_hash, label in sorted(zip(table["path"], hashes, table["label"],
@@ -238,15 +237,10 @@ def calibrate_site(run_dir: str | Path, data: str | Path, site: str | None = Non
     """Calibrate a run on site data; write tables, calibration.html and (with `analysis.select`)
     the site operating point. Returns the calibration.json document."""
     from cxrkit.deployment.tables import threshold_grid, threshold_table, who_rows
-    from cxrkit.evaluation.run import _operating_points, predict_table, read_run_split
-    from cxrkit.evaluation.thresholds import (
-        add_site_point,
-        positive_class_index,
-        read_operating_points,
-        write_operating_points,
-    )
+    from cxrkit.evaluation.operating_points import frozen_points
+    from cxrkit.evaluation.prediction import predict_table
+    from cxrkit.evaluation.thresholds import add_site_point
     from cxrkit.inference import load_torch_predictor
-    from cxrkit.run_facts import model_fingerprint
 
     by, select, prevalence, cost_test = list(analysis.by), analysis.select, analysis.prevalence, analysis.cost_test
     check_fraction, n_bootstrap, seed = analysis.check_fraction, analysis.n_bootstrap, analysis.seed
@@ -256,22 +250,22 @@ def calibrate_site(run_dir: str | Path, data: str | Path, site: str | None = Non
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", site):
         raise CxrkitError(f"site={site!r}: use letters, digits, '.', '_' or '-'")
     predictor = load_torch_predictor(run_dir)
-    positive_index = positive_class_index(predictor.classes)
-    if positive_index is None:
+    run = predictor.run
+    positive_class = predictor.card.positive_class
+    if positive_class is None:
         raise CxrkitError(f"{run_dir}: calibrating a threshold needs a binary run (this one has "
                           f"classes {', '.join(predictor.classes)})")
-    table = site_table(data, predictor.classes, predictor.classes[positive_index], by, class_map)
-    points = _operating_points(predictor, read_run_split(run_dir), False, None, None, False)
-    if selection is not None and site in points.get("sites", {}) and not overwrite:
-        add_site_point(points, site, {}, overwrite=False)  # raises the one-line refusal
+    table = site_table(data, predictor.classes, positive_class, by, class_map)
+    points = frozen_points(predictor)
+    if selection is not None and site in points.sites and not overwrite:
+        add_site_point(dict(points.document), site, {}, overwrite=False)  # raises the one-line refusal
     out_dir = Path(out_dir).expanduser() if out_dir else run_dir / "sites" / site
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise CxrkitError(f"{out_dir} already has a calibration; pass overwrite=True to replace it, "
                           "or out_dir=DIR to write elsewhere")
 
-    positive_class = points["positive_class"]
-    probabilities, table, skipped = predict_table(predictor, table, f"data={data}", batch_size)
-    table["score"] = probabilities[:, points["positive_index"]]
+    probabilities, table, skipped = predict_table(predictor, table, f"--data {data}", batch_size)
+    table["score"] = probabilities[:, points.positive_index]
     data_hash, table["image_sha256"] = data_fingerprint(table)
     check = split_parts(table, check_fraction, seed)
     table["part"] = np.where(check, "check", "calibration")
@@ -299,7 +293,7 @@ def calibrate_site(run_dir: str | Path, data: str | Path, site: str | None = Non
     document = {
         "cxrkit_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "run": str(run_dir.resolve()), "site": site, "model_sha256": model_fingerprint(run_dir),
+        "run": str(run_dir.resolve()), "site": site, "model_sha256": run.fingerprint(),
         "positive_class": positive_class,
         "data": {"source": str(data), "sha256": data_hash, "n": int(len(table)),
                  "n_positive": int(table["positive"].sum()), "n_skipped": len(skipped),
@@ -314,7 +308,7 @@ def calibrate_site(run_dir: str | Path, data: str | Path, site: str | None = Non
             "n": int((~check).sum()), "n_positive": int(calibration["positive"].sum())},
         "who_tpp": who,
         "subgroups": subgroups,
-        "validation_point": _validation_point(points, checking),
+        "validation_point": _validation_point(points.default(), checking),
         "warnings": [],
         "outputs": {"dir": str(out_dir), "report": "calibration.html"},
     }
@@ -338,21 +332,22 @@ def calibrate_site(run_dir: str | Path, data: str | Path, site: str | None = Non
         document["site_point"] = site_point
     write_outputs(out_dir, document, table, thresholds, skipped, by)
     if chosen:
-        frozen = read_operating_points(run_dir)
-        add_site_point(frozen, site, document["site_point"], overwrite=overwrite)
-        write_operating_points(run_dir, frozen)
+        frozen = dict(run.operating_points().document)
+        run.write_operating_points(add_site_point(frozen, site, document["site_point"], overwrite))
+        from cxrkit.evaluation.documents import write_run_documents
+
+        write_run_documents(run)  # the model card lists the site points
     return document
 
 
-def _validation_point(points: dict, checking: pd.DataFrame) -> dict:
+def _validation_point(point: OperatingPoint, checking: pd.DataFrame) -> dict:
     """How the run's own val-chosen point does on the check part (what calibration fixes)."""
     from cxrkit.deployment.tables import rates_at
 
-    point = points["points"][points["selected"]]
-    threshold = point.get("threshold", 0.5)
+    threshold = 0.5 if point.threshold is None else point.threshold
     sensitivity, specificity = rates_at(checking["positive"], checking["score"],
                                         np.array([threshold]))
-    return {"name": points["selected"], "threshold": threshold,
+    return {"name": point.name, "threshold": threshold,
             "check_sensitivity": float(sensitivity[0]),
             "check_specificity": float(specificity[0])}
 

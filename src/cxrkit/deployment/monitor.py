@@ -136,7 +136,7 @@ def read_outcomes(path: str | Path, first: pd.DataFrame,
                   positive_name: str | None) -> pd.DataFrame:
     """outcomes.csv (image_sha256 or path, and outcome/label) joined to the first request of
     each image; positive outcome = the positive class name, 1, true or yes."""
-    from cxrkit.run_facts import file_sha256
+    from cxrkit.run import file_sha256
 
     path = Path(path).expanduser()
     if not path.is_file():

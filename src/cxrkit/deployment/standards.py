@@ -170,30 +170,17 @@ def dicom_sr(source: str | Path, prediction: dict, model_id: str, out_path: str 
     return out_path
 
 
-def decisions(predictor, probabilities, operating_points: dict | None) -> tuple[str, list[dict]]:
-    """(model id, one prediction dict per row) decided as the server decides: at the given
-    (site) operating points, else the model's frozen point, else the most probable class."""
-    from cxrkit.run_facts import frozen_operating_point, run_model_id
-    from cxrkit.serve.model import decision_rule
-
-    if predictor.run_dir is None:
-        model_id, frozen = predictor.model_id, predictor.operating_point
-    else:
-        model_id = run_model_id(predictor.run_dir)
-        frozen = operating_points or frozen_operating_point(predictor.run_dir)
-    rule = decision_rule(predictor.classes, operating_points or frozen, model_id)
-    rows = [{"probabilities": dict(zip(predictor.classes, map(float, row), strict=True)),
-             "decision": rule.decide(row), "threshold": rule.threshold,
-             "positive_class": rule.positive_class, "operating_point": rule.operating_point}
-            for row in probabilities]
-    return model_id, rows
+def decisions(predictor, probabilities, point) -> tuple[str, list[dict]]:
+    """(model id, one prediction dict per row) decided at `point` (an OperatingPoint), as the
+    server decides."""
+    return predictor.model_id or "model", point.predictions(probabilities)
 
 
 def write_fhir(out: Path, paths: list[str], model_id: str, predictions: list[dict]) -> Path:
     """Observations into `out`: NDJSON (one per line) for .ndjson, else a collection Bundle."""
     import json
 
-    from cxrkit.run_facts import file_sha256
+    from cxrkit.run import file_sha256
 
     observations = [fhir_observation(prediction, model_id, path, file_sha256(Path(path)))
                     for path, prediction in zip(paths, predictions, strict=True)]

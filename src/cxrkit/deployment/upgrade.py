@@ -38,13 +38,12 @@ def calibration_images(point: dict) -> set[str]:
     return set(table.loc[table["part"] == "calibration", "path"])
 
 
-def only_site(document: dict | None, run_dir: Path) -> str:
-    sites = list((document or {}).get("sites", {}))
+def only_site(sites: dict, run_dir: Path) -> str:
     if len(sites) != 1:
-        raise CxrkitError(f"{run_dir} has site operating points {sites or 'none'}; name the "
+        raise CxrkitError(f"{run_dir} has site operating points {list(sites) or 'none'}; name the "
                           "one to compare at with site=NAME (made by `cxrkit calibrate "
                           "--select`)")
-    return sites[0]
+    return next(iter(sites))
 
 
 def compare_deployment(old_run: str | Path, new_run: str | Path, data: str | Path,
@@ -53,27 +52,23 @@ def compare_deployment(old_run: str | Path, new_run: str | Path, data: str | Pat
     """Both runs on the site data at the old site point, and the new one at its own, if any."""
     from cxrkit.deployment.calibrate import site_table
     from cxrkit.deployment.monitor import psi
-    from cxrkit.evaluation.run import predict_table
-    from cxrkit.evaluation.thresholds import (
-        load_site_points,
-        positive_class_index,
-        read_operating_points,
-    )
+    from cxrkit.evaluation.prediction import predict_table
     from cxrkit.inference import load_torch_predictor
-    from cxrkit.run_facts import model_fingerprint, run_model_id
 
     old_run, new_run = Path(old_run).expanduser(), Path(new_run).expanduser()
     old, new = load_torch_predictor(old_run), load_torch_predictor(new_run)
     if old.classes != new.classes:
         raise CxrkitError(f"{old_run} and {new_run} have different classes ({old.classes} and "
                           f"{new.classes}); the guard compares two versions of one model")
-    positive_index = positive_class_index(old.classes)
-    if positive_index is None:
-        raise CxrkitError(f"{old_run}: the upgrade guard needs binary runs")
-    site = site or only_site(read_operating_points(old_run), old_run)
-    old_points = load_site_points(old_run, site)
-    table = site_table(data, old.classes, old.classes[positive_index], [], class_map)
-    used = calibration_images(old_points["points"][old_points["selected"]])
+    positive_index = old.card.positive_index
+    if positive_index is None or new.card.positive_index != positive_index:
+        raise CxrkitError(f"{old_run}: the upgrade guard needs binary runs with one positive class")
+    old_frozen = old.run.operating_points()
+    old_sites = old_frozen.sites if old_frozen is not None else {}
+    site = site or only_site(old_sites, old_run)
+    old_point = old.operating_point(f"site:{site}")
+    table = site_table(data, old.classes, old.card.positive_class, [], class_map)
+    used = calibration_images(old_sites[site])
     excluded = int(table["path"].isin(used).sum())
     table = table[~table["path"].isin(used)]
     if table["positive"].nunique() < 2:
@@ -86,20 +81,20 @@ def compare_deployment(old_run: str | Path, new_run: str | Path, data: str | Pat
     common = scores["old"].index.intersection(scores["new"].index)
     positive = table.set_index("path").loc[common, "positive"].to_numpy(dtype=bool)
     old_scores, new_scores = scores["old"][common].to_numpy(), scores["new"][common].to_numpy()
-    threshold = old_points["points"][old_points["selected"]]["threshold"]
+    threshold = old_point.threshold
     document = {
         "site": site, "data": str(data), "n": int(len(common)),
         "n_positive": int(positive.sum()),
-        "old": {"run": str(old_run), "model_id": run_model_id(old_run)},
-        "new": {"run": str(new_run), "model_id": run_model_id(new_run)},
+        "old": {"run": str(old_run), "model_id": old.model_id},
+        "new": {"run": str(new_run), "model_id": new.model_id},
         "old_at_old_point": _figures(positive, old_scores, threshold, n_bootstrap, seed),
         "new_at_old_point": _figures(positive, new_scores, threshold, n_bootstrap, seed),
         "score_psi": psi(old_scores, new_scores),
         "excluded_calibration_images": excluded,
     }
-    new_sites = (read_operating_points(new_run) or {}).get("sites", {})
-    fingerprint = model_fingerprint(new_run)
-    if site in new_sites and new_sites[site].get("model_sha256") == fingerprint:
+    new_frozen = new.run.operating_points()
+    new_sites = new_frozen.sites if new_frozen is not None else {}
+    if site in new_sites and new_sites[site].get("model_sha256") == new.run.fingerprint():
         new_threshold = new_sites[site]["threshold"]
         document["new_at_new_point"] = _figures(positive, new_scores, new_threshold, n_bootstrap,
                                                 seed)
@@ -114,5 +109,5 @@ def compare_deployment(old_run: str | Path, new_run: str | Path, data: str | Pat
         document["verdict"] = (f"NOT READY: the new model {reason}; its scores are not on the "
                                f"old model's scale. Calibrate it first: cxrkit calibrate "
                                f"{new_run} --data {data} --site {site} --select "
-                               f"'{old_points['points'][old_points['selected']].get('select')}'")
+                               f"'{old_sites[site].get('select')}'")
     return document

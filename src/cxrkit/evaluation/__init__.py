@@ -2,6 +2,8 @@
 plots, an HTML report, external validation and run comparison."""
 
 from cxrkit.evaluation.compare import compare_runs
-from cxrkit.evaluation.run import evaluate_run
+from cxrkit.evaluation.evaluate import evaluate_run
+from cxrkit.evaluation.options import EvaluateOptions
+from cxrkit.evaluation.result import EvaluationResult
 
-__all__ = ["compare_runs", "evaluate_run"]
+__all__ = ["EvaluateOptions", "EvaluationResult", "compare_runs", "evaluate_run"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -11,16 +10,19 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 from cxrkit.errors import CxrkitError
 from cxrkit.evaluation.plots import plot_roc_overlay
+from cxrkit.run import RunFolder
+from cxrkit.run.folder import METRICS_FILE
 
 OUTPUTS = ("comparison.md", "comparison.csv", "roc_overlay.png")
 
 
 def _read_run(run_dir: Path) -> tuple[dict, pd.DataFrame]:
-    metrics_path, predictions_path = run_dir / "metrics.json", run_dir / "predictions.csv"
-    if not metrics_path.is_file() or not predictions_path.is_file():
+    run = RunFolder(run_dir)
+    metrics, predictions_path = run.read_json(METRICS_FILE), run.file("predictions.csv")
+    if metrics is None or not predictions_path.is_file():
         raise CxrkitError(f"{run_dir}: no metrics.json/predictions.csv; evaluate it first with "
                           f"`cxrkit evaluate {run_dir}`")
-    return json.loads(metrics_path.read_text()), pd.read_csv(predictions_path)
+    return metrics, pd.read_csv(predictions_path)
 
 
 def _interval(values) -> str:

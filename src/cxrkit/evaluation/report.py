@@ -104,15 +104,26 @@ def _figure(path: Path | None, caption: str) -> str:
 
 
 def _threshold_sentence(document: dict) -> str:
+    return _point_sentence(document) + " " + _default_sentence(document["operating_point"])
+
+
+def _default_sentence(point: dict) -> str:
+    """Which point `cxrkit predict`, `Predictor.predict`, the API and the page decide at."""
+    default = point.get("run_default", point["name"])
+    where = "this one" if default == point["name"] else f"<strong>{_e(default)}</strong>"
+    return (f"<code>cxrkit predict</code>, <code>Predictor.predict</code>, the REST API and the web "
+            f"page decide at the run's default operating point, {where}.")
+
+
+def _point_sentence(document: dict) -> str:
     point = document["operating_point"]
     if point["threshold"] is None:
         return "Each image is given the most probable class (argmax); no threshold is tuned."
     if point["name"] == "argmax":
         return (f"Operating point <strong>argmax</strong>: an image is called "
                 f"{_e(document['positive_class'])} when its probability is at least 0.5 (the "
-                "most probable class, as <code>Predictor.predict</code> does); no threshold was "
-                "tuned. Thresholds tuned on the validation split are compared below under "
-                '<a href="#operating-points">Operating points</a>.')
+                "most probable class); no threshold was tuned. Thresholds tuned on the validation "
+                'split are compared below under <a href="#operating-points">Operating points</a>.')
     source = (f"chosen on the run's validation split (n={point['n_val']}) on {point['chosen_at']} "
               f"and frozen in {point['file']}")
     if document["evaluated"]["kind"] == "external":

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import pandas as pd
 
+from cxrkit.errors import CxrkitError
 from cxrkit.experiments.spec import TEST_METRICS, ExperimentSpec, Variant, get_dotted, varied_keys
+from cxrkit.run import RunFolder
+from cxrkit.run.folder import METRICS_FILE, TRAINING_FILE
 
 HEADLINE = ("roc_auc", "accuracy", "balanced_accuracy", "sensitivity", "specificity")
 TRAINING = ("wall_time_s", "parameters", "images_per_s", "epochs_run", "best_val_metric")
@@ -42,7 +44,7 @@ def collect_results(spec: ExperimentSpec, variants: list[Variant], errors: dict[
             low, high = intervals.get(name) or (None, None)
             row.update({name: point.get(name), f"{name}_ci_low": low, f"{name}_ci_high": high})
         row["n_test"] = n_test
-        training = _read_json(run_dir / "training.json")
+        training = _read_json(run_dir, TRAINING_FILE)
         row.update({name: training.get(name) for name in TRAINING})
         row["error"] = errors.get(variant.name, "")
         row["run_dir"] = str(run_dir)
@@ -57,7 +59,7 @@ def collect_results(spec: ExperimentSpec, variants: list[Variant], errors: dict[
 
 def read_test_metrics(run_dir: Path) -> tuple[dict[str, float], dict[str, list[float]], int | None]:
     """(point metrics, {metric: [low, high]} 95% bootstrap CIs, test-set size) of a run."""
-    document = _read_json(run_dir / "metrics.json")
+    document = _read_json(run_dir, METRICS_FILE)
     if not document:
         return {}, {}, None
     point = {k: v for k, v in document.items() if k in TEST_METRICS and isinstance(v, (int, float))}
@@ -195,10 +197,11 @@ def _cell(value) -> str:
     return str(value)
 
 
-def _read_json(path: Path) -> dict:
+def _read_json(run_dir: Path, name: str) -> dict:
+    """A JSON file of a variant's run folder; {} when absent or unreadable (a failed variant)."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        return RunFolder(run_dir).read_json(name) or {}
+    except CxrkitError:
         return {}
 
 

@@ -149,7 +149,10 @@ def run_dir_of(variant: Variant) -> Path:
 
 
 def is_finished(run_dir: Path) -> bool:
-    return (run_dir / "model.ckpt").is_file() and (run_dir / "metrics.json").is_file()
+    """Trained and evaluated (model.ckpt and metrics.json)."""
+    from cxrkit.run import RunFolder
+
+    return RunFolder(run_dir).is_evaluated()
 
 
 def train_all(variants: list[Variant], jobs: int) -> dict[str, str]:
@@ -195,8 +198,8 @@ def train_variant(config: Config) -> str | None:
 
 def clear_evaluation(run_dir: Path) -> None:
     """Remove what an interrupted evaluation left, so the resumed run evaluates its final model."""
-    from cxrkit.evaluation.run import RUN_OUTPUTS
-    from cxrkit.evaluation.thresholds import OPERATING_POINTS_FILE
+    from cxrkit.evaluation.outputs import RUN_OUTPUTS
+    from cxrkit.run.folder import OPERATING_POINTS_FILE
 
     for name in (*RUN_OUTPUTS, OPERATING_POINTS_FILE):
         (run_dir / name).unlink(missing_ok=True)

@@ -10,7 +10,6 @@ trial two workers start at once beyond that total is recorded as pruned, user at
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import os
@@ -29,6 +28,8 @@ from cxrkit.config import Config, build_config, monitor_mode
 from cxrkit.errors import CxrkitError, TrainingInterrupted
 from cxrkit.experiments.runner import limit_threads, shared_split
 from cxrkit.experiments.spec import ExperimentSpec, Range, base_overrides
+from cxrkit.run import RunFolder
+from cxrkit.run.folder import TRAINING_FILE
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +186,7 @@ def run_trial(trial, config: Config) -> float:
     trial.set_user_attr("run_dir", str(run_dir))
     if pruning.pruned_at is not None:
         raise optuna.TrialPruned(f"pruned after epoch {pruning.pruned_at}")
-    value = json.loads((run_dir / "training.json").read_text()).get("best_val_metric")
+    value = (RunFolder(run_dir).read_json(TRAINING_FILE) or {}).get("best_val_metric")
     if value is None or not math.isfinite(value):
         raise CxrkitError(f"{run_dir}: no finite {config.train.monitor}; see metrics.csv")
     return float(value)

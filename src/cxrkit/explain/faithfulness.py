@@ -75,14 +75,7 @@ def randomised_copy(predictor, seed: int = 0):
         for module in model.modules():
             if hasattr(module, "reset_parameters"):
                 module.reset_parameters()
-    return Predictor(
-        model,
-        predictor.classes,
-        predictor.preprocessing,
-        predictor.single_logit,
-        predictor.run_dir,
-        predictor.info,
-    )
+    return Predictor.from_card(model, predictor.card, predictor.run)
 
 
 def rank_correlation(first: np.ndarray, second: np.ndarray) -> float:

@@ -11,16 +11,14 @@ from PIL import Image
 from cxrkit.errors import CxrkitError
 from cxrkit.explain.methods import explain
 from cxrkit.explain.overlay import panel
+from cxrkit.run import ModelCard
 
 GROUPS = ("true positive", "false positive", "false negative")
 
 
-def positive_classes(classes: list[str]) -> list[str]:
-    """Binary: the one class not called normal (else the second); multi-class: every class."""
-    if len(classes) != 2:
-        return list(classes)
-    others = [name for name in classes if name.lower() != "normal"]
-    return others if len(others) == 1 else [classes[1]]
+def positive_classes(card: ModelCard) -> list[str]:
+    """Binary: the model card's positive class; multi-class: every class (one-vs-rest)."""
+    return [card.positive_class] if card.positive_class is not None else list(card.classes)
 
 
 def select_cases(predictions: pd.DataFrame, positive: str, per_group: int) -> dict[str, pd.DataFrame]:
@@ -40,7 +38,8 @@ def make_gallery(
 ) -> list[dict]:
     """Write explanation panels for the most confident TP/FP/FN (per class one-vs-rest when
     multi-class) into `out_dir`, replacing earlier gallery files; return one dict per panel
-    with `group`, `title`, `image_path` (and `class`), ordered TP, FP, FN.
+    with `group`, `title`, `image_path` (and `class`), ordered TP, FP, FN. `predictions`
+    holds `pred`, the decisions at the evaluation's operating point.
     """
     needed = {"path", "true", "pred"} | {f"prob_{name}" for name in predictor.classes}
     missing = sorted(needed - set(predictions.columns))
@@ -49,7 +48,7 @@ def make_gallery(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     entries = []
-    for positive in positive_classes(predictor.classes):
+    for positive in positive_classes(predictor.card):
         for group, cases in select_cases(predictions, positive, per_group).items():
             for rank, row in enumerate(cases.itertuples(index=False), 1):
                 explanation = explain(predictor, row.path, method, target=positive)

@@ -8,13 +8,10 @@ returns an `Explanation` whose heatmap is the evidence *for* the target class, s
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 
@@ -83,10 +80,12 @@ def class_probabilities(predictor, prepared: np.ndarray, batch_size: int = 32) -
     return np.concatenate(outputs).astype(np.float32)
 
 
-def resolve_target(classes: Sequence[str], target: str | int | None, probabilities: np.ndarray) -> int:
-    """Class index to explain: a name, an index, or None for the most probable class."""
+def resolve_target(predictor, target: str | int | None, probabilities: np.ndarray) -> int:
+    """Class index to explain: a name, an index, or None for the class the predictor decides
+    (at the run's frozen operating point; the most probable class before evaluation)."""
+    classes = predictor.classes
     if target is None:
-        return int(np.argmax(probabilities))
+        return int(predictor.decide(probabilities)[0])
     if isinstance(target, (int, np.integer)) and not isinstance(target, bool):
         if not 0 <= target < len(classes):
             raise CxrkitError(f"class index {target} is out of range; the model has {len(classes)} classes")
@@ -120,17 +119,16 @@ def resolve_layer(predictor, layer: str | None) -> tuple[str, nn.Module]:
 
 def training_background(predictor, n: int = 16, seed: int = 0) -> np.ndarray:
     """Prepared uint8 images (NxHxW) drawn from the run's training split, for SHAP's background."""
-    run_dir = getattr(predictor, "run_dir", None)
-    split_path = Path(run_dir) / "split.csv" if run_dir is not None else None
-    if split_path is None or not split_path.is_file():
+    run = getattr(predictor, "run", None)
+    if run is None or not run.file("split.csv").is_file():
+        where = run.path if run is not None else "this predictor"
         raise CxrkitError(
-            f"shap needs background images from the run's training split, but "
-            f"{split_path or 'this predictor'} has no split.csv; pass background=[images]"
+            f"shap needs background images from the run's training split, but {where} has no "
+            "split.csv; pass background=[images]"
         )
-    split = pd.read_csv(split_path, dtype=str, keep_default_na=False)
-    train = split[split["split"] == "train"] if {"path", "split"} <= set(split.columns) else split[:0]
+    train = run.split_rows("train")
     if train.empty:
-        raise CxrkitError(f"{split_path}: no rows with split=train to draw a SHAP background from")
+        raise CxrkitError(f"{run.path}/split.csv: no rows with split=train to draw a SHAP background from")
     chosen = train.sample(n=min(n, len(train)), random_state=seed)["path"]
     return np.stack([predictor.prepare(path) for path in chosen])
 
@@ -301,7 +299,7 @@ def explain(
 ) -> Explanation:
     """Explain one image (path, PIL image or array) with one method.
 
-    `target` is a class name or index (default: the most probable class); `layer` overrides
+    `target` is a class name or index (default: the decided class, see `Predictor.predict`); `layer` overrides
     Grad-CAM's layer; `smooth` is a Gaussian sigma in pixels applied before scaling (default:
     image_size/112 for the pixel-level methods shap and integrated-gradients, else none);
     other options go to the method (e.g. lime: n_samples, n_segments; shap: n_samples,
@@ -321,7 +319,7 @@ def explain(
     prepared = predictor.prepare(image)
     x = model_input(predictor, prepared)
     probabilities = class_probabilities(predictor, prepared[None])[0]
-    index = resolve_target(predictor.classes, target, probabilities)
+    index = resolve_target(predictor, target, probabilities)
     layer_name, layer_module = resolve_layer(predictor, layer) if method in CAM_METHODS else (None, None)
     context = {
         "predictor": predictor,

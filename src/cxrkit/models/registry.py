@@ -123,12 +123,12 @@ def _imagenet_state_dict(name: str, spec: ModelSpec) -> dict:
 
 def state_dict_from_path(path: Path) -> dict:
     """The state dict in a weights file or run folder, loaded weights-only; CxrkitError if unsafe."""
+    from cxrkit.run.checkpoint import CHECKPOINT_NAME, safe_torch_load
+
     if path.is_dir():
-        path = path / "model.ckpt"
+        path = path / CHECKPOINT_NAME
     if not path.is_file():
         raise CxrkitError(f"model.weights={path}: no such file; give imagenet, none, a state dict or a run")
-    from cxrkit.safe_load import safe_torch_load
-
     data = safe_torch_load(path, "model.weights file")
     state = data.get("state_dict", data) if isinstance(data, dict) else None
     if not isinstance(state, dict):

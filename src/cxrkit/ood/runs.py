@@ -8,18 +8,15 @@ imports `cxrkit.ood` stays torch-free.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from cxrkit.errors import CxrkitError
-from cxrkit.inference import load_torch_predictor, read_checkpoint, resolve_checkpoint
+from cxrkit.inference import load_torch_predictor
 from cxrkit.loader import load
 from cxrkit.ood.flags import flag_summary, reference_summary
-from cxrkit.run_facts import model_fingerprint
 
 
 def ood_flag_rates(run, images: Sequence, batch_size: int = 32) -> dict:
@@ -40,23 +37,16 @@ def add_reference(run_dir: str | Path, overwrite: bool = False, batch_size: int 
     The weights are unchanged, so a frozen operating_points.json of this model is re-stamped
     with the new file's fingerprint. Returns the reference summary.
     """
-    import torch
-
     from cxrkit.data.normalise import model_input
     from cxrkit.ood.reference import fit_reference
+    from cxrkit.run import RunFolder
 
-    path = resolve_checkpoint(run_dir)
-    run_dir = path.parent
-    checkpoint = read_checkpoint(path)
-    if checkpoint.get("ood") is not None and not overwrite:
-        raise CxrkitError(f"{path} already has an out-of-distribution reference; pass overwrite=True "
-                          "to recompute it")
-    split_file = run_dir / "split.csv"
-    if not split_file.is_file():
-        raise CxrkitError(f"{split_file}: missing; the reference is computed from the run's train "
-                          "and val images")
-    table = pd.read_csv(split_file, dtype=str, keep_default_na=False)
-    predictor = load_torch_predictor(path)
+    run = RunFolder(run_dir)
+    predictor = load_torch_predictor(run.checkpoint_path, operating_points=False)
+    if predictor.ood is not None and not overwrite:
+        raise CxrkitError(f"{run.checkpoint_path} already has an out-of-distribution reference; pass "
+                          "overwrite=True to recompute it")
+    table = run.split()
     classes = {name: index for index, name in enumerate(predictor.classes)}
     prepared = {}
     for split in ("train", "val"):
@@ -69,20 +59,10 @@ def add_reference(run_dir: str | Path, overwrite: bool = False, batch_size: int 
             except (CxrkitError, KeyError):
                 continue
         if not images:
-            raise CxrkitError(f"{split_file}: no readable {split} images; the reference needs them")
+            raise CxrkitError(f"{run.path}/split.csv: no readable {split} images; the reference needs them")
         prepared[split] = (np.stack(images), np.asarray(labels))
     reference = fit_reference(predictor.model, *prepared["train"], prepared["val"][0],
                               lambda batch: model_input(batch, predictor.preprocessing),
                               batch_size=batch_size)
-    old_fingerprint = model_fingerprint(run_dir)
-    checkpoint["ood"] = reference
-    temporary = path.with_name(f".{path.name}.tmp")
-    torch.save(checkpoint, temporary)
-    temporary.replace(path)
-    points_path = run_dir / "operating_points.json"
-    if points_path.is_file():
-        points = json.loads(points_path.read_text())
-        if points.get("model_sha256") == old_fingerprint:
-            points["model_sha256"] = model_fingerprint(run_dir)
-            points_path.write_text(json.dumps(points, indent=2) + "\n")
+    run.replace_ood_reference(reference, reference_summary(reference))
     return reference_summary(reference)

@@ -46,6 +46,9 @@ class ImagePrediction(BaseModel):
     decision: str
     threshold: float | None
     positive_class: str | None
+    operating_point: str = Field(description="the operating point that decided (argmax, youden, "
+                                 "sensitivity>=0.90, site:NAME, ...); see /api/v1/model for where it "
+                                 "was chosen")
     out_of_distribution: OutOfDistribution | None = Field(
         description="is the image unlike the training images (Mahalanobis distance in the "
                     "model's feature space above the threshold chosen on validation)? null when "
@@ -74,6 +77,7 @@ class ModelCard(BaseModel):
     runtime: str
     model_name: str | None
     classes: list[str]
+    positive_class: str | None
     single_logit: bool
     input: dict
     decision: dict
@@ -153,7 +157,7 @@ def build_router(served: ServedModel, token: str | None,
             return JSONResponse(fhir_response(served, names, hashes, predictions))
         return finite_json({
             "model_id": served.model_id,
-            "decision_rule": served.rule.describe(),
+            "decision_rule": served.point.describe(),
             "predictions": [{"filename": name, **prediction}
                             for name, prediction in zip(names, predictions, strict=True)],
         })
@@ -174,8 +178,7 @@ def fhir_response(served: ServedModel, names: list[str], hashes: list[str],
     from cxrkit.deployment.standards import fhir_bundle, fhir_observation
 
     try:
-        observations = [fhir_observation({**p, "operating_point": served.rule.operating_point},
-                                         served.model_id, name, digest)
+        observations = [fhir_observation(p, served.model_id, name, digest)
                         for name, digest, p in zip(names, hashes, predictions, strict=True)]
     except CxrkitError as error:
         raise HTTPException(400, f"format=fhir is not available on this server: {error}") from error

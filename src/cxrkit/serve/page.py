@@ -27,8 +27,8 @@ def build_page(served: ServedModel):
     """A gr.Blocks page for the served model (no flagging: Blocks never stores inputs)."""
     import gradio as gr
 
-    rule = served.rule
-    binary = rule.positive_class is not None
+    point = served.point
+    binary = point.positive_class is not None
     explainer = copy.deepcopy(served.predictor) if served.can_explain else None
 
     def analyse(file_path: str | None, threshold: float):
@@ -70,13 +70,13 @@ def build_page(served: ServedModel):
             with gr.Column():
                 label = gr.Label(label="Probability per class", show_heading=False,
                                  elem_id="probabilities")
-                frozen = rule.threshold if rule.threshold is not None else 0.5
+                frozen = point.threshold if point.threshold is not None else 0.5
                 threshold = gr.Slider(0.0, 1.0, value=frozen, step=0.001, visible=binary,
-                                      label=f"Threshold on P({rule.positive_class})",
+                                      label=f"Threshold on P({point.positive_class})",
                                       elem_id="threshold")
                 ood_notice = gr.Markdown(visible=False, elem_id="ood-notice")
                 decision = gr.Markdown(elem_id="decision")
-                gr.Markdown(f"Decision rule: {rule.describe()}.")
+                gr.Markdown(f"Decision rule: {point.describe()}.")
         with gr.Row():
             model_input = gr.Image(label="Model input", image_mode="L", elem_id="model-input",
                                    interactive=False, height=IMAGE_HEIGHT)
@@ -115,16 +115,18 @@ def _gradcam(explainer, gray: np.ndarray):
 
 
 def _decision_text(served: ServedModel, probabilities: np.ndarray, threshold: float | None) -> str:
-    rule = served.rule
-    decided = rule.decide(probabilities, threshold)
-    if rule.positive_class is None or threshold is None:
-        return f"**Decision: {decided}** (most probable class)"
-    positive = float(probabilities[served.classes.index(rule.positive_class)])
+    """The decision at the frozen point, or at the slider's threshold when it was moved."""
+    frozen = served.point
+    if frozen.positive_class is None or threshold is None:
+        return f"**Decision: {frozen.labels(probabilities)[0]}** (most probable class)"
+    moved = frozen.threshold is None or abs(threshold - frozen.threshold) > 1e-9
+    point = frozen.with_threshold(threshold, "this page's slider") if moved else frozen
+    positive = float(probabilities[frozen.positive_index])
     sign = ">=" if positive >= threshold else "<"
-    text = (f"**Decision: {decided}**: P({rule.positive_class}) = {positive:.3f} {sign} "
-            f"threshold {threshold:.3f}")
-    if rule.threshold is None:
+    text = (f"**Decision: {point.labels(probabilities)[0]}**: P({frozen.positive_class}) = "
+            f"{positive:.3f} {sign} threshold {threshold:.3f}")
+    if frozen.threshold is None:
         return text + " (no frozen operating point; 0.5 is the most-probable-class rule)"
-    if abs(threshold - rule.threshold) > 1e-9:
-        return text + f" (adjusted here; the frozen operating point is {rule.threshold:.3f})"
-    return text + f" (frozen operating point '{rule.operating_point}')"
+    if moved:
+        return text + f" (adjusted here; the frozen operating point is {frozen.threshold:.3f})"
+    return text + f" (frozen operating point '{frozen.name}', chosen on {frozen.source})"

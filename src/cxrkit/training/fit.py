@@ -28,13 +28,12 @@ from cxrkit.data.datamodule import CachedDataModule, CachedImageDataset
 from cxrkit.data.normalise import model_input
 from cxrkit.data.preprocess import Preprocessing, channel_stats, imagenet_stats
 from cxrkit.data.run_split import build_split
-from cxrkit.data.splits import write_split_file
 from cxrkit.data.transforms import train_augmentation
 from cxrkit.errors import CxrkitError, TrainingInterrupted
-from cxrkit.inference import CHECKPOINT_FORMAT, CHECKPOINT_NAME
 from cxrkit.models import build_model, count_parameters
 from cxrkit.models.registry import state_dict_from_path
-from cxrkit.safe_load import safe_torch_load
+from cxrkit.run import CHECKPOINT_NAME, ModelCard, RunFolder, positive_class_index, safe_torch_load
+from cxrkit.run.folder import SPLIT_FILE, split_summary
 from cxrkit.training.callbacks import SaveOnInterrupt, StartupTime, Throughput, WallClock, epoch_progress_bar
 from cxrkit.training.curves import merge_epoch_logs, plot_training_curves
 from cxrkit.training.precision import resolve_precision
@@ -73,7 +72,7 @@ def is_run_folder(path: Path) -> bool:
 
 def is_finished_run(path: Path) -> bool:
     """A run whose training completed: model.ckpt and training.json exist."""
-    return (path / CHECKPOINT_NAME).is_file() and (path / "training.json").is_file()
+    return RunFolder(path).is_finished()
 
 
 def _has_training_state(path: Path) -> bool:
@@ -225,7 +224,7 @@ def train(config: Config | str | None = None, *, callbacks: Sequence = (), use_t
     if resume is not None:
         run_dir = Path(resume).expanduser()
         config = load_config_file(run_dir)
-        config.data.split_file = str(run_dir / "split.csv")
+        config.data.split_file = str(RunFolder(run_dir).file(SPLIT_FILE))
         checkpoint = _resume_checkpoint(run_dir, overwrite)
     else:
         if not isinstance(config, Config):
@@ -242,6 +241,7 @@ def train(config: Config | str | None = None, *, callbacks: Sequence = (), use_t
 
     manifest = build_split(config)
     classes = sorted(manifest["label"].unique())
+    positive_index = positive_class_index(classes, config.data.positive_class)
     lung_weights, segmenter = _lung_segmenter(config)
     prep = Preprocessing(image_size=config.preprocess.image_size, resize=config.preprocess.resize,
                          channels=config.preprocess.channels, enhancement=config.preprocess.enhancement,
@@ -258,8 +258,8 @@ def train(config: Config | str | None = None, *, callbacks: Sequence = (), use_t
     if writer:
         _write_lung_fallbacks(run_dir, lung_fallbacks)
         _write_skipped(run_dir, failures, manifest.attrs.get("ignored", []))
-        write_split_file(used, run_dir / "split.csv")
-        (run_dir / "classes.json").write_text(json.dumps(classes, indent=2))
+        RunFolder(run_dir).write_split(used)
+        RunFolder(run_dir).write_classes(classes)
         (run_dir / "config.yaml").write_text(config_to_yaml(config))
 
     labels = readable["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
@@ -308,8 +308,11 @@ def train(config: Config | str | None = None, *, callbacks: Sequence = (), use_t
             raise CxrkitError(f"{best}: no state_dict in this checkpoint; train the run again")
         module.load_state_dict(state)
     ood = _ood_reference(module.model, images, labels, masks, prep)
-    _save_model(run_dir, module.model, classes, prep, model_spec, single_logit, config, ood=ood,
-                lung_weights=lung_weights)
+    card = ModelCard(tuple(classes), prep, None if positive_index is None else classes[positive_index],
+                     single_logit, model_spec,
+                     {"model_name": config.model.name, "recipe": config.recipe, "run": run_dir.name},
+                     split_summary(used, [str(source.path) for source in config.data.all_sources()]))
+    _save_model(RunFolder(run_dir), module.model, card, ood, lung_weights)
     info = {
         "wall_time_s": round(clock.elapsed_s(), 1),
         "startup_s": None if startup.seconds is None else round(startup.seconds, 1),
@@ -413,22 +416,16 @@ def _ood_reference(model, images: np.ndarray, labels: np.ndarray, masks: dict,
         return None
 
 
-def _save_model(run_dir: Path, model, classes, prep: Preprocessing, model_spec: dict,  # noqa: PLR0913
-                single_logit: bool, config: Config, ood: dict | None = None,
+def _save_model(run: RunFolder, model, card: ModelCard, ood: dict | None = None,
                 lung_weights: dict | None = None) -> None:
-    """model.ckpt; with lungs in use it also holds the segmenter's weights (the contract names their digest)."""
+    """model.ckpt: the weights and the card (with the OOD reference's summary); with lungs in
+    use also the segmenter's weights (the contract names their digest)."""
+    from dataclasses import replace
+
+    from cxrkit.ood.flags import reference_summary
+
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    torch.save({
-        **({"segmenter": lung_weights} if lung_weights else {}),
-        "format": CHECKPOINT_FORMAT,
-        "state_dict": state,
-        "classes": list(classes),
-        "preprocessing": prep.to_dict(),
-        "model": model_spec,
-        "single_logit": single_logit,
-        "info": {"model_name": config.model.name, "recipe": config.recipe, "run": run_dir.name},
-        "ood": ood,
-    }, run_dir / CHECKPOINT_NAME)
+    run.write_model(state, replace(card, ood=reference_summary(ood)), ood, lung_weights)
 
 
 def _write_lung_fallbacks(run_dir: Path, paths: list[str]) -> None:
