@@ -232,7 +232,7 @@ def test_temperature_recovers_known_value_and_keeps_ranking():
 def test_evaluation_is_frozen_and_never_overwritten_silently(binary_run: Path):
     evaluate(binary_run)
     frozen = json.loads((binary_run / "operating_points.json").read_text())
-    with pytest.raises(CxrkitError, match="--overwrite"):
+    with pytest.raises(CxrkitError, match="overwrite=True"):
         evaluate(binary_run)
     evaluate(binary_run, overwrite=True)
     assert json.loads((binary_run / "operating_points.json").read_text()) == frozen
@@ -271,7 +271,7 @@ def test_external_data_matches_classes_skips_corrupt_images(binary_run: Path, tm
     frozen = json.loads((binary_run / "operating_points.json").read_text())
     assert frozen["selected"] == "argmax"  # an external evaluation never changes the run's choice
     assert result["operating_point"]["threshold"] == frozen["points"]["youden"]["threshold"]
-    with pytest.raises(CxrkitError, match="--overwrite"):
+    with pytest.raises(CxrkitError, match="overwrite=True"):
         evaluate(binary_run, data=external, class_map={"tb": "Tuberculosis"})
 
 
