@@ -27,6 +27,7 @@ from cxrkit.export import export_model
 from cxrkit.inference import probabilities_from_logits
 from cxrkit.models import build_model
 from cxrkit.onnx_predictor import _legacy_graph_input, load_onnx_predictor
+from cxrkit.run import ModelCard
 from cxrkit.training.module import Classifier
 
 LEGACY = Path(__file__).parent / "data" / "onnx-v1"
@@ -82,14 +83,15 @@ def training_probabilities(run: Path, files: list[Path], cache: Path, shift: flo
     """Probabilities as training computes them (validation step): cached prepared images, the
     training dataset's uint8 batches, `Classifier` in eval mode. `shift` moves the mean (a control)."""
     checkpoint = torch.load(run / "model.ckpt", weights_only=True)
-    prep = Preprocessing.from_dict(checkpoint["preprocessing"])
+    card = ModelCard.from_checkpoint(checkpoint, str(run))
+    prep = card.preprocessing
     images, failures = load_cached_images([str(f) for f in files], prep, cache, workers=1)
     assert not failures
-    model = build_model(**checkpoint["model"], weights="none", freeze="none")
+    model = build_model(**card.model, weights="none", freeze="none")
     model.load_state_dict(checkpoint["state_dict"])
     shifted = Preprocessing(**{**prep.to_dict(), "mean": tuple(m + shift for m in prep.mean)})
-    module = Classifier(model, len(checkpoint["classes"]), TrainConfig(), shifted,
-                        single_logit=bool(checkpoint["single_logit"])).eval()
+    module = Classifier(model, len(card.classes), TrainConfig(), shifted,
+                        single_logit=card.single_logit).eval()
     loader = DataLoader(CachedImageDataset(images, np.zeros(len(files), dtype=np.int64)), batch_size=4)
     outputs = []
     with torch.no_grad():
