@@ -78,6 +78,9 @@ def train_model(data: Path, out: Path) -> Path:
 def old_run_folder(run: Path, folder: Path) -> Path:
     """A copy of the run's model.ckpt with only what the earlier code reads."""
     checkpoint = torch.load(run / "model.ckpt", map_location="cpu", weights_only=True)
+    card = checkpoint.pop("card", None) or {}  # today's checkpoints keep the run's facts in the card
+    checkpoint.update({key: card[key] for key in ("classes", "preprocessing", "model", "single_logit", "info")
+                       if key in card})
     preprocessing = checkpoint["preprocessing"]
     if preprocessing.get("lung_crop") or preprocessing.get("lung_mask_outside"):
         raise SystemExit("error: --run uses the lung segmenter, which the earlier code cannot run; "
