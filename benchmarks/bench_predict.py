@@ -117,7 +117,8 @@ def read_predictions(path: Path) -> dict[str, tuple[str, np.ndarray]]:
     with path.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     columns = [name for name in rows[0] if name.startswith("prob_")]
-    return {row["path"]: (row["predicted"], np.array([float(row[c]) for c in columns])) for row in rows}
+    label = "predicted" if "predicted" in rows[0] else "decision"  # the column's name before and after issue 12
+    return {row["path"]: (row[label], np.array([float(row[c]) for c in columns])) for row in rows}
 
 
 def compare(old: Path, new: Path) -> tuple[int, float, float]:
