@@ -88,6 +88,9 @@ def test_grid_means_are_adaptive_average_pooling():
     for grid in (1, 2, 4):
         expected = torch.nn.functional.adaptive_avg_pool2d(feature, grid).flatten(2).flatten(1)
         torch.testing.assert_close(GridMean(grid, 7, 9)(feature), expected)
+        # the slice form an ONNX export traces gives the same bins (channels_last maps too)
+        last = feature.contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(GridMean(grid, 7, 9).by_slices(last), expected)
 
 
 @pytest.mark.parametrize("name", ["baseline_cnn", "cnn5", "resnet18", "mobilenet_v3_small"])

@@ -308,7 +308,9 @@ def _fused_channels_last(model):
 
     model = copy.deepcopy(model).eval()
     with contextlib.suppress(Exception):
-        model = fuse(model)
+        # a GraphModule (the OOD scorer's features) is fused as traced: its GridMean modules
+        # stay modules and choose their eager or export form when they run
+        model = fuse(model, no_trace=isinstance(model, torch.fx.GraphModule))
     return model.to(memory_format=torch.channels_last)
 
 

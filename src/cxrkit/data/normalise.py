@@ -46,6 +46,8 @@ class Normaliser(nn.Module):
 
 def model_input(prepared: np.ndarray, prep: Preprocessing) -> torch.Tensor:
     """Normalised float32 (N, C, H, W) model input for prepared uint8 image(s) (H x W or N x H x W)."""
-    batch = torch.from_numpy(np.ascontiguousarray(prepared))
+    prepared = np.ascontiguousarray(prepared)
+    # a read-only array (a memory-mapped cache row) is copied: torch tensors are writable
+    batch = torch.from_numpy(prepared if prepared.flags.writeable else prepared.copy())
     batch = batch[None] if batch.ndim == 2 else batch
     return Normaliser.from_preprocessing(prep)(batch[:, None])

@@ -94,16 +94,23 @@ def trace_features(model: nn.Module, example: torch.Tensor,
 
 
 class GridMean(nn.Module):
-    """Channel means over a grid x grid partition of the feature map (adaptive average pooling's
-    bins), written with slices so that it exports to ONNX for any size."""
+    """Channel means over a grid x grid partition of the feature map: adaptive average pooling's
+    bins. Eager runs use adaptive_avg_pool2d (one pass, fast on channels_last maps); an export
+    (torch.export / ONNX) traces the same bins as slices, which export for any map size."""
 
     def __init__(self, grid: int, height: int, width: int):
         super().__init__()
-        grid = min(grid, height, width)
+        self.grid = grid = min(grid, height, width)
         self.rows = [(i * height // grid, -(-(i + 1) * height // grid)) for i in range(grid)]
         self.columns = [(i * width // grid, -(-(i + 1) * width // grid)) for i in range(grid)]
 
     def forward(self, feature: torch.Tensor) -> torch.Tensor:
+        if not (torch.compiler.is_compiling() or torch.jit.is_tracing()):
+            return nn.functional.adaptive_avg_pool2d(feature, self.grid).flatten(1)
+        return self.by_slices(feature)
+
+    def by_slices(self, feature: torch.Tensor) -> torch.Tensor:
+        """The same means, one slice per cell (the form an export traces)."""
         cells = [feature[:, :, top:bottom, left:right].mean(dim=(2, 3))
                  for top, bottom in self.rows for left, right in self.columns]
         return torch.stack(cells, dim=2).flatten(1)

@@ -51,13 +51,21 @@ def plot_training_curves(metrics_csv: Path, out_png: Path) -> Path | None:
         if column in table:
             loss_axis.plot(table["epoch"] + 1, table[column], marker="o", label=column)
     loss_axis.set(xlabel="epoch", ylabel="loss", title="Loss")
-    loss_axis.legend()
+    _legend_or_note(loss_axis)
     for column in ("val_acc", "val_balanced_acc", "val_auroc"):
         if column in table:
             metric_axis.plot(table["epoch"] + 1, table[column], marker="o", label=column)
     metric_axis.set(xlabel="epoch", ylabel="value", title="Validation metrics", ylim=(0, 1.02))
-    metric_axis.legend()
+    _legend_or_note(metric_axis)
     figure.tight_layout()
     figure.savefig(out_png, dpi=100)
     plt.close(figure)
     return Path(out_png)
+
+
+def _legend_or_note(axis) -> None:
+    """A legend, or a note that the run logged nothing for this panel (e.g. no validation epoch)."""
+    if axis.get_lines():
+        axis.legend()
+    else:
+        axis.text(0.5, 0.5, "nothing logged", ha="center", va="center", transform=axis.transAxes)
