@@ -173,12 +173,14 @@ def close_pairs(
     best: list[tuple[int, int, int]] = []
     for start in range(0, len(hashes), block):
         rows = hashes[start:start + block]
-        distance = np.zeros((len(rows), len(other)), dtype=np.int32)
+        first = start if within else 0  # within one set only j >= start can pair (j > i): half the work
+        columns = other[first:]
+        distance = np.zeros((len(rows), len(columns)), dtype=np.int32)
         for word in range(hashes.shape[1]):
-            distance += np.bitwise_count(rows[:, word, None] ^ other[None, :, word])
+            distance += np.bitwise_count(rows[:, word, None] ^ columns[None, :, word])
         if within:
-            row_index = np.arange(start, start + len(rows))[:, None]
-            distance[np.arange(len(other))[None, :] <= row_index] = excluded
+            local = np.arange(len(rows))[:, None]
+            distance[np.arange(len(columns))[None, :] <= local] = excluded
         chosen = [np.nonzero(distance.ravel() <= max_bits)[0]]
         if closest:
             take = min(closest, distance.size)
@@ -186,7 +188,7 @@ def close_pairs(
         found = []
         for flat in chosen:
             i, j = np.unravel_index(flat, distance.shape)
-            found.append([(int(a) + start, int(b), int(distance[a, b]))
+            found.append([(int(a) + start, int(b) + first, int(distance[a, b]))
                           for a, b in zip(i, j, strict=True) if distance[a, b] != excluded])
         pairs += found[0]
         if closest:
